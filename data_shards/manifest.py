@@ -1,0 +1,113 @@
+"""`manifest.json`: the index of a shard folder, written last and atomically by the build."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from data_shards.atomic import atomic_write_bytes
+from data_shards.errors import PolyfidDataError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ShardEntry:
+    """One shard: which dataset and split it holds, its checksum and what is inside."""
+
+    path: str  # relative to the shard folder
+    dataset: str
+    split: str
+    chunk_id: str
+    sha256: str
+    n_bytes: int
+    n_samples: int
+    n_atoms: int
+    energy_counts: dict[str, int] = field(default_factory=dict)
+    force_counts: dict[str, int] = field(default_factory=dict)
+    elements: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LevelStats:
+    """Per level of theory, fitted on the train split.
+
+    e0: per-element reference energies (eV) by least squares, keyed by atomic number as a string (JSON).
+    The residual is E - sum_i e0[Z_i]; its per-atom mean/std and the force RMS (eV/A) normalise training.
+    """
+
+    e0: dict[str, float]
+    n_energy: int
+    n_forces: int
+    residual_per_atom_mean: float
+    residual_per_atom_std: float
+    force_rms: float | None
+    datasets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DatasetInfo:
+    """Provenance of one dataset: its source config (as data) and the files read."""
+
+    source: dict
+    files: list[dict]  # {"path", "size", "mtime_ns"}
+    n_read: int = 0
+    n_dropped: int = 0
+
+
+@dataclass
+class Manifest:
+    shards: list[ShardEntry]
+    datasets: dict[str, DatasetInfo]
+    levels: dict[str, LevelStats]
+    split: dict[str, float]
+    build_fingerprint: str
+    version: int = MANIFEST_VERSION
+    created_by: str = "polyfid"
+
+    @property
+    def level_names(self) -> list[str]:
+        """The canonical level axis for batches: sorted level names."""
+        return sorted(self.levels)
+
+    @property
+    def elements(self) -> list[int]:
+        return sorted({z for s in self.shards for z in s.elements})
+
+    def select(self, split: str | None = None, datasets: list[str] | None = None) -> list[ShardEntry]:
+        """Shards of one split and/or some datasets, in manifest order."""
+        return [
+            s
+            for s in self.shards
+            if (split is None or s.split == split) and (datasets is None or s.dataset in datasets)
+        ]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    def write(self, folder: Path) -> None:
+        atomic_write_bytes(Path(folder) / MANIFEST_NAME, self.to_json().encode())
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Manifest:
+        path = Path(folder) / MANIFEST_NAME
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise PolyfidDataError(f"{path}: no manifest (not a shard folder, or its build did not finish)") from exc
+        except json.JSONDecodeError as exc:
+            raise PolyfidDataError(f"{path}: manifest is not valid JSON: {exc}") from exc
+        if raw.get("version") != MANIFEST_VERSION:
+            raise PolyfidDataError(f"{path}: manifest version {raw.get('version')!r}, this polyfid reads {MANIFEST_VERSION}")
+        return cls(
+            shards=[ShardEntry(**s) for s in raw["shards"]],
+            datasets={k: DatasetInfo(**v) for k, v in raw["datasets"].items()},
+            levels={k: LevelStats(**v) for k, v in raw["levels"].items()},
+            split=raw["split"],
+            build_fingerprint=raw["build_fingerprint"],
+            version=raw["version"],
+            created_by=raw.get("created_by", "polyfid"),
+        )

@@ -1,0 +1,88 @@
+"""Write records into WebDataset tar shards (one `<key>.msgpack` member per sample), atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_shards.atomic import atomic_open
+from data_shards.codec import SAMPLE_EXTENSION, encode, sample_key
+from data_shards.record import Record
+
+_TAR_OVERHEAD = 1024  # header + padding per member, upper bound
+
+
+@dataclass
+class ShardInfo:
+    """What the manifest records about one shard (path relative to the shard root)."""
+
+    path: str
+    sha256: str
+    n_bytes: int
+    n_samples: int
+    n_atoms: int
+    energy_counts: dict[str, int] = field(default_factory=dict)
+    force_counts: dict[str, int] = field(default_factory=dict)
+    elements: list[int] = field(default_factory=list)
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while data := fh.read(block):
+            h.update(data)
+    return h.hexdigest()
+
+
+def write_shard(path: Path, root: Path, records: Iterable[Record]) -> ShardInfo:
+    """Write one shard at `path` atomically; member metadata is fixed so the bytes are reproducible."""
+    energy, forces, elements = Counter(), Counter(), set()
+    n_samples = n_atoms = 0
+    with atomic_open(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for rec in records:
+            payload = encode(rec)
+            info = tarfile.TarInfo(f"{sample_key(rec.id)}.{SAMPLE_EXTENSION}")
+            info.size, info.mtime, info.mode = len(payload), 0, 0o644
+            tar.addfile(info, io.BytesIO(payload))
+            n_samples += 1
+            n_atoms += rec.n_atoms
+            elements.update(int(z) for z in rec.numbers)
+            for level, lab in rec.labels.items():
+                energy[level] += lab.energy is not None
+                forces[level] += lab.forces is not None
+    return ShardInfo(
+        path=path.relative_to(root).as_posix(),
+        sha256=sha256_file(path),
+        n_bytes=path.stat().st_size,
+        n_samples=n_samples,
+        n_atoms=n_atoms,
+        energy_counts={k: v for k, v in sorted(energy.items()) if v},
+        force_counts={k: v for k, v in sorted(forces.items()) if v},
+        elements=sorted(elements),
+    )
+
+
+def pack_into_shards(records: Iterable[Record], max_bytes: int, max_samples: int) -> Iterator[list[Record]]:
+    """Group records into lists that each fit one shard (by encoded size estimate and count)."""
+    group: list[Record] = []
+    size = 0
+    for rec in records:
+        est = _estimate_bytes(rec)
+        if group and (size + est > max_bytes or len(group) >= max_samples):
+            yield group
+            group, size = [], 0
+        group.append(rec)
+        size += est
+    if group:
+        yield group
+
+
+def _estimate_bytes(rec: Record) -> int:
+    n = rec.n_atoms
+    per_level = sum(9 + (12 * n if lab.forces is not None else 0) + 16 for lab in rec.labels.values())
+    return _TAR_OVERHEAD + 64 + len(rec.id) + 25 * n + per_level

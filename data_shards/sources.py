@@ -1,0 +1,143 @@
+"""The build configuration (SOURCES.yaml): which datasets, where, in which format and units."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from data_shards.errors import SourceError
+from data_shards.record import normalize_level
+from data_shards.units import energy_factor, force_factor, length_factor
+
+FORMATS = ("ani_h5", "spice_h5", "sgdml_npz", "ase", "generic_h5")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Units(_Strict):
+    """Units of the numbers stored in the source file; converted to eV / Angstrom at ingestion."""
+
+    energy: str = "ev"
+    length: str = "angstrom"
+    forces: str | None = None  # default: <energy>/<length>
+
+    @model_validator(mode="after")
+    def _known(self) -> Units:
+        energy_factor(self.energy)
+        length_factor(self.length)
+        force_factor(self.force_unit)
+        return self
+
+    @property
+    def force_unit(self) -> str:
+        return self.forces or f"{self.energy}/{self.length}"
+
+
+class LevelKeys(_Strict):
+    """Where one level's labels live inside the file. `gradient` is dE/dR (stored negated as forces)."""
+
+    energy: str | None = None
+    forces: str | None = None
+    gradient: str | None = None
+    valid: str | None = None  # optional boolean key: False marks the label as missing
+    units: Units | None = None  # overrides the source's units for this level
+
+    @model_validator(mode="after")
+    def _one_force_key(self) -> LevelKeys:
+        if self.forces and self.gradient:
+            raise ValueError("give either 'forces' or 'gradient', not both")
+        if not (self.energy or self.forces or self.gradient):
+            raise ValueError("a level needs at least an 'energy', 'forces' or 'gradient' key")
+        return self
+
+
+class SourceConfig(_Strict):
+    """One dataset. `path` is a file or glob, relative to the YAML file's folder."""
+
+    name: str
+    path: str
+    format: Literal["ani_h5", "spice_h5", "sgdml_npz", "ase", "generic_h5"]
+    units: Units = Field(default_factory=Units)
+    levels: dict[str, LevelKeys]
+    options: dict[str, Any] = Field(default_factory=dict)  # format-specific keys (see each reader)
+    chunk_size: int = Field(default=2000, gt=0)  # structures per build task
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\ ") or v.startswith("."):
+            raise ValueError(f"dataset name {v!r} must be non-empty, without '/', '\\' or spaces")
+        return v
+
+    @field_validator("levels")
+    @classmethod
+    def _normalise_levels(cls, v: dict[str, LevelKeys]) -> dict[str, LevelKeys]:
+        if not v:
+            raise ValueError("at least one level of theory is required")
+        out = {normalize_level(k): keys for k, keys in v.items()}
+        if len(out) != len(v):
+            raise ValueError(f"level names collide after normalisation: {sorted(v)}")
+        return out
+
+    def units_for(self, level: str) -> Units:
+        return self.levels[level].units or self.units
+
+    def files(self, base_dir: Path) -> list[Path]:
+        """The files this source matches, sorted; a SourceError if none."""
+        pattern = self.path if Path(self.path).is_absolute() else str(base_dir / self.path)
+        found = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+        if not found:
+            raise SourceError(self.name, f"no file matches {pattern!r}")
+        return found
+
+
+class SplitConfig(_Strict):
+    """Fractions for the hash-based split; train is what remains."""
+
+    val: float = Field(default=0.05, ge=0, lt=1)
+    test: float = Field(default=0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError("val + test must be < 1")
+        return self
+
+
+class BuildConfig(_Strict):
+    """The whole SOURCES.yaml file."""
+
+    sources: list[SourceConfig]
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    shard_max_bytes: int = Field(default=64 * 2**20, gt=0)
+    shard_max_samples: int = Field(default=100_000, gt=0)
+    base_dir: Path = Path(".")  # set by load_build_config: folder of the YAML file
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BuildConfig:
+        names = [s.name for s in self.sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate dataset names: {sorted(dup)}")
+        return self
+
+
+def load_build_config(path: str | Path) -> BuildConfig:
+    """Read and validate SOURCES.yaml; errors name the file and the offending field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SourceError(str(path), f"cannot read config: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SourceError(str(path), "config must be a mapping with a 'sources' list")
+    try:
+        return BuildConfig(**raw, base_dir=path.resolve().parent)
+    except ValidationError as exc:
+        raise SourceError(str(path), f"invalid config:\n{exc}") from exc
