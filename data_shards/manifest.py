@@ -101,7 +101,9 @@ class Manifest:
         except json.JSONDecodeError as exc:
             raise PolyfidDataError(f"{path}: manifest is not valid JSON: {exc}") from exc
         if raw.get("version") != MANIFEST_VERSION:
-            raise PolyfidDataError(f"{path}: manifest version {raw.get('version')!r}, this polyfid reads {MANIFEST_VERSION}")
+            raise PolyfidDataError(
+                f"{path}: manifest version {raw.get('version')!r}, this polyfid reads {MANIFEST_VERSION}"
+            )
         return cls(
             shards=[ShardEntry(**s) for s in raw["shards"]],
             datasets={k: DatasetInfo(**v) for k, v in raw["datasets"].items()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,6 +89,15 @@ class SourceConfig(_Strict):
     def units_for(self, level: str) -> Units:
         return self.levels[level].units or self.units
 
+    def record_name(self, path: Path) -> str:
+        """The file's part of a record id: its name for a plain path; for a glob, its path below the glob's
+        fixed prefix (so `data/*/train.h5` gives `a/train.h5`, unique and independent of where `data` lives)."""
+        parts = Path(self.path).parts
+        wild = next((i for i, part in enumerate(parts) if glob.has_magic(part)), None)
+        if wild is None or not Path(self.path).is_absolute():
+            return path.name
+        return Path(path).relative_to(Path(*parts[:wild])).as_posix()
+
     def files(self, base_dir: Path) -> list[Path]:
         """The files this source matches, sorted; a SourceError if none."""
         pattern = self.path if Path(self.path).is_absolute() else str(base_dir / self.path)
@@ -120,11 +130,14 @@ class BuildConfig(_Strict):
     base_dir: Path = Path(".")  # set by load_build_config: folder of the YAML file
 
     @model_validator(mode="after")
-    def _unique_names(self) -> BuildConfig:
+    def _unique_names_absolute_paths(self) -> BuildConfig:
         names = [s.name for s in self.sources]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"duplicate dataset names: {sorted(dup)}")
+        for source in self.sources:
+            if not Path(source.path).is_absolute():
+                source.path = os.path.normpath(Path(self.base_dir).resolve() / source.path)
         return self
 
 

@@ -42,7 +42,7 @@ def length_factor(unit: str) -> float:
 
 def force_factor(unit: str) -> float:
     """Multiply a force in `unit` ('<energy>/<length>', e.g. 'hartree/bohr') by this to get eV/Angstrom."""
-    energy, sep, length = unit.strip().lower().replace(" ", "").partition("/")
+    energy, sep, length = unit.strip().lower().replace(" ", "").rpartition("/")
     if not sep:
         raise ValueError(f"force unit {unit!r} must look like '<energy>/<length>', e.g. 'hartree/bohr'")
     return energy_factor(energy) / length_factor(length)

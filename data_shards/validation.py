@@ -15,6 +15,7 @@ from data_shards.units import energy_factor, force_factor, length_factor
 MIN_DISTANCE = 0.1  # Angstrom: closer atoms are a corrupted geometry
 MAX_Z = 118
 _DENSE_LIMIT = 2048  # atoms: all-pairs distance check below, neighbour list above
+_NEIGHBOUR_CUTOFF = 0.5  # Angstrom: enough to find any pair closer than MIN_DISTANCE
 
 
 @dataclass
@@ -26,9 +27,9 @@ class RawLabels:
     is_gradient: bool = False  # True when `forces` holds dE/dR
 
 
-def record_id(path: Path, key: str, index: int) -> str:
-    """Stable id: source file name + key inside it + index."""
-    return f"{path.name}:{key}:{index}"
+def record_id(file_name: str, key: str, index: int) -> str:
+    """Stable id: source file name (see SourceConfig.record_name) + key inside it + index."""
+    return f"{file_name}:{key}:{index}"
 
 
 def build_record(
@@ -58,12 +59,14 @@ def build_record(
         return err("bad_shape", f"positions shape {positions.shape}, expected ({n}, 3)")
     if not np.all(np.isfinite(positions)):
         return err("non_finite_positions")
-    if not np.issubdtype(numbers.dtype, np.integer):
-        if not np.all(np.isfinite(numbers)) or np.any(numbers != np.round(numbers)):
-            return err("bad_atomic_number", "non-integer atomic numbers")
+    if not np.issubdtype(numbers.dtype, np.integer) and (
+        not np.all(np.isfinite(numbers)) or np.any(numbers != np.round(numbers))
+    ):
+        return err("bad_atomic_number", "non-integer atomic numbers")
     numbers = numbers.astype(np.int64)
     if numbers.min() < 1 or numbers.max() > MAX_Z:
-        return err("bad_atomic_number", f"Z outside 1..{MAX_Z}: {sorted(set(numbers[(numbers < 1) | (numbers > MAX_Z)].tolist()))}")
+        bad = sorted(set(numbers[(numbers < 1) | (numbers > MAX_Z)].tolist()))
+        return err("bad_atomic_number", f"Z outside 1..{MAX_Z}: {bad}")
 
     length = length_factor(source.units.length)
     positions = positions * length
@@ -98,13 +101,14 @@ def build_record(
             if nan.any() and not nan.all():
                 return err("partial_nan_forces", f"level {level!r}: {int(nan.sum())} of {f.size} components NaN")
             if not nan.any():
-                forces = f * (-force_factor(units.force_unit) if raw.is_gradient else force_factor(units.force_unit))
+                factor = force_factor(units.force_unit)
+                forces = f * (-factor if raw.is_gradient else factor)
         if energy is not None or forces is not None:
             out[level] = LevelLabels(energy=energy, forces=forces)
     if not out:
         return err("no_labels", "every level's labels are missing (NaN)")
     return Record(
-        id=record_id(path, key, index),
+        id=record_id(source.record_name(path), key, index),
         dataset=source.name,
         numbers=numbers,
         positions=positions,
@@ -117,15 +121,17 @@ def build_record(
 
 
 def min_distance(positions: np.ndarray, cell: np.ndarray | None, pbc: np.ndarray | None) -> float:
-    """Smallest interatomic distance (minimum image for periodic cells); inf for one atom."""
+    """Smallest interatomic distance (minimum image along periodic directions); inf for one atom. Above
+    2048 atoms and for periodic cells only pairs within 0.5 A are searched: inf means none is that close."""
     n = positions.shape[0]
     periodic = cell is not None and pbc is not None and bool(np.any(pbc))
     if n > _DENSE_LIMIT or periodic:
         from vesin import NeighborList
 
         box = cell if periodic else np.zeros((3, 3))
-        nl = NeighborList(cutoff=max(MIN_DISTANCE * 2, 0.5), full_list=False)
-        (d,) = nl.compute(points=positions, box=box, periodic=bool(periodic), quantities="d")
+        nl = NeighborList(cutoff=_NEIGHBOUR_CUTOFF, full_list=False)
+        flags = np.asarray(pbc, dtype=bool) if periodic else np.zeros(3, dtype=bool)
+        (d,) = nl.compute(points=positions, box=box, periodic=flags, quantities="d")
         return float(d.min()) if d.size else float("inf")
     if n < 2:
         return float("inf")

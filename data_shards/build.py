@@ -1,0 +1,337 @@
+"""`polyfid shards build`: sources -> validated records -> WebDataset shards + manifest, one Ray task per chunk.
+
+Resume/idempotence: each finished chunk leaves a marker `_build/chunks/<dataset>/<chunk_id>.json` (written
+atomically after its shards) holding a fingerprint of its inputs. A chunk whose marker matches and whose shards
+are present is not redone. `manifest.json` is written last, so a folder with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from data_shards.atomic import atomic_write_bytes
+from data_shards.codec import CODEC_VERSION
+from data_shards.errors import PolyfidDataError, RecordError
+from data_shards.manifest import SPLITS, DatasetInfo, Manifest, ShardEntry
+from data_shards.readers import get_reader
+from data_shards.readers.base import Chunk
+from data_shards.record import Record
+from data_shards.reference_energies import LevelAccumulator, accumulate
+from data_shards.shard_writer import pack_into_shards, write_shard
+from data_shards.sources import BuildConfig
+from data_shards.splits import split_of
+
+OnError = Literal["fail", "skip"]
+BUILD_DIR = "_build"
+REPORT_NAME = "build_report.json"
+_MAX_EXAMPLES = 20  # error messages kept per reason in the report
+
+
+@dataclass
+class BuildSummary:
+    n_read: int = 0
+    n_written: int = 0
+    n_dropped: int = 0
+    n_chunks: int = 0
+    n_chunks_reused: int = 0
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    report_path: str | None = None
+
+
+def build_shards(
+    config: BuildConfig,
+    out: str | Path,
+    on_error: OnError = "fail",
+    address: str | None = None,
+    progress: bool = True,
+) -> BuildSummary:
+    """Build (or resume) the shard folder `out` from `config`; returns counts. Raises PolyfidDataError on bad input
+    when on_error='fail'; with 'skip' bad records are dropped and counted in `<out>/build_report.json`."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = plan_chunks(config)
+    exclusions = _load_exclusions(out, on_error)
+    with _ray(address):
+        markers = _run_chunks(chunks, config, out, on_error, exclusions, progress)
+        duplicates = _find_duplicates(chunks, markers, on_error)
+        if duplicates:
+            for key, ids in duplicates.items():
+                exclusions[key] = sorted(set(exclusions.get(key, [])) | set(ids))
+            atomic_write_bytes(_exclusions_path(out), json.dumps(exclusions).encode())
+            redo = [c for c in chunks if _chunk_key(c) in duplicates]
+            markers.update(_run_chunks(redo, config, out, on_error, exclusions, progress))
+    manifest = _assemble_manifest(config, chunks, markers)
+    _remove_unreferenced(out, manifest)
+    summary = _summarise(markers, len(chunks), time.perf_counter() - t0)
+    if summary.n_dropped:
+        summary.report_path = str(out / REPORT_NAME)
+        atomic_write_bytes(out / REPORT_NAME, json.dumps(_report(markers), indent=1).encode())
+    else:
+        (out / REPORT_NAME).unlink(missing_ok=True)
+    if summary.n_written == 0:
+        raise PolyfidDataError(f"{out}: no valid record in any source; nothing to write")
+    manifest.write(out)
+    return summary
+
+
+def plan_chunks(config: BuildConfig) -> list[Chunk]:
+    """All chunks of all sources, in a deterministic order (reads metadata only)."""
+    return [c for src in config.sources for c in get_reader(src.format).plan(src, config.base_dir)]
+
+
+def chunk_fingerprint(chunk: Chunk, config: BuildConfig, on_error: OnError, exclude: list[str]) -> str:
+    stat = chunk.path.stat()
+    payload = {
+        "source": chunk.source.model_dump(mode="json"),
+        "file": str(chunk.path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "selection": chunk.selection,
+        "chunk_id": chunk.chunk_id,
+        "codec": CODEC_VERSION,
+        "split": config.split.model_dump(),
+        "shard_limits": [config.shard_max_bytes, config.shard_max_samples],
+        "on_error": on_error,
+        "exclude": sorted(exclude),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _marker_path(out: Path, chunk: Chunk) -> Path:
+    return out / BUILD_DIR / "chunks" / chunk.source.name / f"{chunk.chunk_id}.json"
+
+
+def _load_valid_marker(out: Path, chunk: Chunk, fingerprint: str) -> dict | None:
+    """The chunk's marker if it matches `fingerprint` and all its shards exist with the recorded size."""
+    try:
+        marker = json.loads(_marker_path(out, chunk).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if marker.get("fingerprint") != fingerprint:
+        return None
+    for shard in marker["shards"]:
+        path = out / shard["path"]
+        if not path.is_file() or path.stat().st_size != shard["n_bytes"]:
+            return None
+    return marker
+
+
+def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnError, exclude: list[str]) -> dict:
+    """Read, validate, split and shard one chunk; write its marker; return it (or {'error': message})."""
+    fingerprint = chunk_fingerprint(chunk, config, on_error, exclude)
+    by_split: dict[str, list[Record]] = {s: [] for s in SPLITS}
+    excluded, seen = set(exclude), set()
+    dropped: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
+    n_read = 0
+    for item in get_reader(chunk.source.format).read(chunk):
+        n_read += 1
+        if isinstance(item, Record) and (item.id in excluded or item.id in seen):
+            item = RecordError(str(chunk.path), item.id, None, "duplicate_id", f"dataset {chunk.source.name!r}")
+        if isinstance(item, RecordError):
+            if on_error == "fail":
+                return {"error": str(item)}
+            dropped[item.reason] += 1
+            bucket = examples.setdefault(item.reason, [])
+            if len(bucket) < _MAX_EXAMPLES:
+                bucket.append(str(item))
+            continue
+        seen.add(item.id)
+        by_split[split_of(item.id, config.split)].append(item)
+    shards = []
+    for split, records in by_split.items():
+        for k, group in enumerate(pack_into_shards(records, config.shard_max_bytes, config.shard_max_samples)):
+            path = out / chunk.source.name / split / f"{chunk.chunk_id}-{k:04d}.tar"
+            info = write_shard(path, out, group)
+            shards.append(
+                asdict(ShardEntry(**asdict(info), dataset=chunk.source.name, split=split, chunk_id=chunk.chunk_id))
+            )
+    marker = {
+        "fingerprint": fingerprint,
+        "dataset": chunk.source.name,
+        "chunk_id": chunk.chunk_id,
+        "shards": shards,
+        "stats": {level: acc.to_dict() for level, acc in accumulate(by_split["train"]).items()},
+        "ids": sorted(seen),
+        "n_read": n_read,
+        "n_written": len(seen),
+        "dropped": dict(dropped),
+        "examples": examples,
+    }
+    atomic_write_bytes(_marker_path(out, chunk), json.dumps(marker).encode())
+    return marker
+
+
+@contextlib.contextmanager
+def _ray(address: str | None) -> Iterator[None]:
+    """Use a running Ray (tests, clusters), connect to `address`, or start a local one for the build."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _run_chunks(
+    chunks: list[Chunk],
+    config: BuildConfig,
+    out: Path,
+    on_error: OnError,
+    exclude: dict[str, list[str]],
+    progress: bool,
+) -> dict[str, dict]:
+    """Markers by chunk key, reusing valid ones and running the rest as Ray tasks with a progress bar."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=2)(process_chunk)
+    markers: dict[str, dict] = {}
+    pending = {}
+    bar = tqdm(total=sum(c.n_structures for c in chunks), unit="struct", desc="building shards", disable=not progress)
+    for chunk in chunks:
+        key = _chunk_key(chunk)
+        excl = exclude.get(key, [])
+        marker = _load_valid_marker(out, chunk, chunk_fingerprint(chunk, config, on_error, excl))
+        if marker is not None:
+            markers[key] = {**marker, "reused": True}
+            bar.update(chunk.n_structures)
+        else:
+            pending[task.remote(chunk, config, out, on_error, excl)] = chunk
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            chunk = pending.pop(done[0])
+            result = ray.get(done[0])
+            if "error" in result:
+                raise PolyfidDataError(
+                    f"dataset {chunk.source.name!r}: {result['error']} (use --on-error skip to drop bad records)"
+                )
+            markers[_chunk_key(chunk)] = result
+            bar.update(chunk.n_structures)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+        bar.close()
+    return markers
+
+
+def _chunk_key(chunk: Chunk) -> str:
+    return f"{chunk.source.name}/{chunk.chunk_id}"
+
+
+def _find_duplicates(chunks: list[Chunk], markers: dict[str, dict], on_error: OnError) -> dict[str, list[str]]:
+    """Ids must be unique across the whole build: the first occurrence (plan order) wins. Returns, per chunk, the
+    ids an earlier chunk already holds; with on_error='fail' the first such id raises instead."""
+    owner: dict[str, Chunk] = {}
+    duplicates: dict[str, list[str]] = {}
+    for chunk in chunks:
+        for rid in markers[_chunk_key(chunk)]["ids"]:
+            first = owner.setdefault(rid, chunk)
+            if first is chunk:
+                continue
+            if on_error == "fail":
+                raise PolyfidDataError(
+                    f"duplicate record id {rid!r}: read from {chunk.path} (dataset {chunk.source.name!r}) and from "
+                    f"{first.path} (dataset {first.source.name!r}); two sources read the same file/key/index "
+                    "(use --on-error skip to keep the first)"
+                )
+            duplicates.setdefault(_chunk_key(chunk), []).append(rid)
+    return duplicates
+
+
+def _exclusions_path(out: Path) -> Path:
+    return out / BUILD_DIR / "excluded_ids.json"
+
+
+def _load_exclusions(out: Path, on_error: OnError) -> dict[str, list[str]]:
+    if on_error == "fail" or not _exclusions_path(out).exists():
+        return {}
+    return json.loads(_exclusions_path(out).read_text())
+
+
+def _assemble_manifest(config: BuildConfig, chunks: list[Chunk], markers: dict[str, dict]) -> Manifest:
+    shards: list[ShardEntry] = []
+    levels: dict[str, LevelAccumulator] = {}
+    level_datasets: dict[str, set[str]] = {}
+    datasets: dict[str, DatasetInfo] = {}
+    for chunk in chunks:
+        marker = markers[_chunk_key(chunk)]
+        shards.extend(ShardEntry(**s) for s in marker["shards"])
+        for level, raw in marker["stats"].items():
+            levels.setdefault(level, LevelAccumulator()).merge(LevelAccumulator.from_dict(raw))
+            level_datasets.setdefault(level, set()).add(chunk.source.name)
+        info = datasets.setdefault(
+            chunk.source.name, DatasetInfo(source=chunk.source.model_dump(mode="json"), files=[])
+        )
+        if not any(f["path"] == str(chunk.path) for f in info.files):
+            st = chunk.path.stat()
+            info.files.append({"path": str(chunk.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        info.n_read += marker["n_read"]
+        info.n_dropped += sum(marker["dropped"].values())
+    shards.sort(key=lambda s: (s.dataset, SPLITS.index(s.split), s.path))
+    fingerprint = hashlib.sha256("".join(markers[_chunk_key(c)]["fingerprint"] for c in chunks).encode()).hexdigest()
+    return Manifest(
+        shards=shards,
+        datasets=datasets,
+        levels={lv: acc.fit(sorted(level_datasets[lv])) for lv, acc in sorted(levels.items())},
+        split={"val": config.split.val, "test": config.split.test},
+        build_fingerprint=fingerprint,
+    )
+
+
+def _remove_unreferenced(out: Path, manifest: Manifest) -> None:
+    """Delete shards of earlier builds that this build no longer references (e.g. a changed config)."""
+    keep = {s.path for s in manifest.shards}
+    for path in out.glob("*/*/*.tar"):
+        if path.parent.name in SPLITS and path.relative_to(out).as_posix() not in keep:
+            path.unlink()
+
+
+def _summarise(markers: dict[str, dict], n_chunks: int, seconds: float) -> BuildSummary:
+    dropped: Counter[str] = Counter()
+    for m in markers.values():
+        dropped.update(m["dropped"])
+    return BuildSummary(
+        n_read=sum(m["n_read"] for m in markers.values()),
+        n_written=sum(m["n_written"] for m in markers.values()),
+        n_dropped=sum(dropped.values()),
+        n_chunks=n_chunks,
+        n_chunks_reused=sum(bool(m.get("reused")) for m in markers.values()),
+        dropped_by_reason=dict(dropped),
+        seconds=seconds,
+    )
+
+
+def _report(markers: dict[str, dict]) -> dict:
+    """The skip report: dropped counts per dataset and reason, with example messages naming file/key/index."""
+    report: dict[str, dict] = {}
+    for m in markers.values():
+        entry = report.setdefault(m["dataset"], {"read": 0, "written": 0, "dropped": {}, "examples": {}})
+        entry["read"] += m["n_read"]
+        entry["written"] += m["n_written"]
+        for reason, n in m["dropped"].items():
+            entry["dropped"][reason] = entry["dropped"].get(reason, 0) + n
+        for reason, msgs in m["examples"].items():
+            entry["examples"].setdefault(reason, []).extend(
+                msgs[: _MAX_EXAMPLES - len(entry["examples"].get(reason, []))]
+            )
+    return report

@@ -1,0 +1,70 @@
+"""`polyfid shards build | inspect | verify`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    shards = subparsers.add_parser("shards", help="build, inspect and verify WebDataset shards of QM datasets")
+    sub = shards.add_subparsers(dest="shards_command", required=True, metavar="ACTION")
+
+    build = sub.add_parser("build", help="read the sources of SOURCES.yaml into shards (resumable, idempotent)")
+    build.add_argument("sources", help="SOURCES.yaml listing datasets, formats, units and level keys")
+    build.add_argument("--out", required=True, help="shard folder to create or resume")
+    build.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="bad records: stop, or drop+report")
+    build.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(func=_build)
+
+    inspect = sub.add_parser("inspect", help="print datasets x levels counts and per-level E0")
+    inspect.add_argument("folder")
+    inspect.set_defaults(func=_inspect)
+
+    verify = sub.add_parser("verify", help="re-hash every shard; exit 1 naming any missing or corrupted shard")
+    verify.add_argument("folder")
+    verify.add_argument("--no-progress", action="store_true")
+    verify.set_defaults(func=_verify)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from data_shards.build import build_shards
+    from data_shards.sources import load_build_config
+
+    summary = build_shards(
+        load_build_config(args.sources),
+        args.out,
+        on_error=args.on_error,
+        address=args.address,
+        progress=not args.no_progress,
+    )
+    print(
+        f"built {args.out}: {summary.n_written} structures written from {summary.n_read} read, "
+        f"{summary.n_dropped} dropped; {summary.n_chunks} chunks ({summary.n_chunks_reused} reused) "
+        f"in {summary.seconds:.1f} s"
+    )
+    if summary.n_dropped:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.dropped_by_reason.items()))
+        print(f"dropped records by reason: {reasons}; details in {summary.report_path}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from data_shards.inspect_table import render
+
+    render(args.folder)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from data_shards.verify import verify_shards
+
+    problems = verify_shards(args.folder, progress=not args.no_progress)
+    for problem in problems:
+        print(f"CORRUPTED {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} bad shard(s) in {args.folder}", file=sys.stderr)
+        return 1
+    print(f"{args.folder}: all shards match the manifest")
+    return 0

@@ -1,0 +1,125 @@
+"""Per-level least-squares reference energies E0 and residual statistics from mergeable sufficient statistics.
+
+Each build task accumulates, per level, sums over its train-split records (c = element counts, y = energy, n = atoms):
+c c^T, c y, y, y^2 and their 1/n, 1/n^2 weighted versions, plus force sums. Merged on the driver, they give the
+exact least-squares E0 and the mean/std of the per-atom residual (y - c.E0)/n without a second pass over the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data_shards.manifest import LevelStats
+from data_shards.record import Record
+
+
+@dataclass
+class LevelAccumulator:
+    """Sufficient statistics of one level; `elements` indexes the vector/matrix axes."""
+
+    elements: list[int] = field(default_factory=list)
+    ctc: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # sum c c^T
+    cty: np.ndarray = field(default_factory=lambda: np.zeros(0))  # sum c y
+    c_n: np.ndarray = field(default_factory=lambda: np.zeros(0))  # sum c / n
+    cy_n2: np.ndarray = field(default_factory=lambda: np.zeros(0))  # sum c y / n^2
+    cct_n2: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # sum c c^T / n^2
+    y_n: float = 0.0  # sum y / n
+    y2_n2: float = 0.0  # sum y^2 / n^2
+    n_energy: int = 0
+    f2: float = 0.0  # sum of squared force components
+    n_force_components: int = 0
+    n_forces: int = 0
+
+    def _grow(self, elements: list[int]) -> None:
+        new = sorted(set(self.elements) | set(elements))
+        if new == self.elements:
+            return
+        idx = np.searchsorted(new, self.elements)
+        k = len(new)
+
+        def vec(v: np.ndarray) -> np.ndarray:
+            out = np.zeros(k)
+            out[idx] = v
+            return out
+
+        def mat(m: np.ndarray) -> np.ndarray:
+            out = np.zeros((k, k))
+            out[np.ix_(idx, idx)] = m
+            return out
+
+        self.ctc, self.cct_n2 = mat(self.ctc), mat(self.cct_n2)
+        self.cty, self.c_n, self.cy_n2 = vec(self.cty), vec(self.c_n), vec(self.cy_n2)
+        self.elements = new
+
+    def add(self, numbers: np.ndarray, energy: float | None, forces: np.ndarray | None) -> None:
+        if energy is not None:
+            z, counts = np.unique(numbers, return_counts=True)
+            self._grow(z.tolist())
+            c = np.zeros(len(self.elements))
+            c[np.searchsorted(self.elements, z)] = counts
+            n = float(numbers.shape[0])
+            self.ctc += np.outer(c, c)
+            self.cty += c * energy
+            self.c_n += c / n
+            self.cy_n2 += c * energy / n**2
+            self.cct_n2 += np.outer(c, c) / n**2
+            self.y_n += energy / n
+            self.y2_n2 += (energy / n) ** 2
+            self.n_energy += 1
+        if forces is not None:
+            f = np.asarray(forces, dtype=np.float64)
+            self.f2 += float(np.sum(f * f))
+            self.n_force_components += f.size
+            self.n_forces += 1
+
+    def merge(self, other: LevelAccumulator) -> None:
+        self._grow(other.elements)
+        other = _aligned(other, self.elements)
+        for name in ("ctc", "cty", "c_n", "cy_n2", "cct_n2"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("y_n", "y2_n2", "n_energy", "f2", "n_force_components", "n_forces"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def fit(self, datasets: list[str]) -> LevelStats:
+        """Least-squares E0 (minimum-norm where element counts are collinear) and residual statistics."""
+        if self.n_energy:
+            e0, *_ = np.linalg.lstsq(self.ctc, self.cty, rcond=None)
+            mean = (self.y_n - e0 @ self.c_n) / self.n_energy
+            m2 = (self.y2_n2 - 2 * e0 @ self.cy_n2 + e0 @ self.cct_n2 @ e0) / self.n_energy
+            std = float(np.sqrt(max(m2 - mean**2, 0.0)))
+        else:
+            e0, mean, std = np.zeros(len(self.elements)), 0.0, 0.0
+        return LevelStats(
+            e0={str(z): float(v) for z, v in zip(self.elements, e0, strict=True)},
+            n_energy=self.n_energy,
+            n_forces=self.n_forces,
+            residual_per_atom_mean=float(mean),
+            residual_per_atom_std=std,
+            force_rms=float(np.sqrt(self.f2 / self.n_force_components)) if self.n_force_components else None,
+            datasets=sorted(datasets),
+        )
+
+    def to_dict(self) -> dict:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LevelAccumulator:
+        arrays = {"ctc", "cty", "c_n", "cy_n2", "cct_n2"}
+        return cls(**{k: (np.asarray(v, dtype=np.float64) if k in arrays else v) for k, v in d.items()})
+
+
+def _aligned(acc: LevelAccumulator, elements: list[int]) -> LevelAccumulator:
+    out = LevelAccumulator(**{**acc.__dict__})
+    out._grow(elements)
+    return out
+
+
+def accumulate(records: list[Record]) -> dict[str, LevelAccumulator]:
+    """Statistics per level over some (train-split) records."""
+    out: dict[str, LevelAccumulator] = {}
+    for rec in records:
+        for level, lab in rec.labels.items():
+            out.setdefault(level, LevelAccumulator()).add(rec.numbers, lab.energy, lab.forces)
+    return out
