@@ -185,7 +185,7 @@ def _ray(address: str | None) -> Iterator[None]:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
     try:
         yield
     finally:

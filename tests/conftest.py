@@ -15,6 +15,10 @@ def ray_local():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        ray.init(num_cpus=4, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
+        # address="local": our own instance even when another Ray cluster runs on this machine
+        ray.init(
+            address="local", num_cpus=4, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False
+        )
+        ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

@@ -1,0 +1,106 @@
+"""A flat-graph batch of structures (all atoms concatenated) and `collate` to build one from records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from data_shards.record import Record
+
+
+@dataclass
+class Batch:
+    """S structures, A atoms in total, L levels of theory (the catalog's sorted level axis).
+
+    A label that is missing is 0 with its mask False, never a fake value. Non-periodic structures have a
+    zero cell and pbc False; an unknown charge is 0. `dataset` indexes the catalog's dataset names.
+    """
+
+    numbers: torch.Tensor  # (A,) long
+    positions: torch.Tensor  # (A, 3) float64, Angstrom
+    batch: torch.Tensor  # (A,) long, structure index of each atom
+    n_atoms: torch.Tensor  # (S,) long
+    energy: torch.Tensor  # (S, L) float64, eV
+    energy_mask: torch.Tensor  # (S, L) bool
+    forces: torch.Tensor  # (A, L, 3) float32, eV/Angstrom
+    forces_mask: torch.Tensor  # (S, L) bool
+    cell: torch.Tensor  # (S, 3, 3) float64
+    pbc: torch.Tensor  # (S, 3) bool
+    charge: torch.Tensor  # (S,) long
+    dataset: torch.Tensor  # (S,) long
+    ids: list[str]
+
+    @property
+    def n_structures(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_atoms_total(self) -> int:
+        return int(self.numbers.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """A copy with every tensor on `device`."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Batch:
+        """Pinned copy (called by DataLoader(pin_memory=True))."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self) if f.name != "ids"})
+
+
+def collate(records: Sequence[Record], level_names: Sequence[str], dataset_names: Sequence[str]) -> Batch:
+    """Concatenate records into a :class:`Batch`; a level or dataset off the given axes raises ValueError."""
+    level_index = {name: i for i, name in enumerate(level_names)}
+    dataset_index = {name: i for i, name in enumerate(dataset_names)}
+    n_struct, n_levels = len(records), len(level_names)
+    n_atoms = np.fromiter((r.numbers.shape[0] for r in records), dtype=np.int64, count=n_struct)
+    offsets = np.concatenate(([0], np.cumsum(n_atoms))).tolist()
+    energy = np.zeros((n_struct, n_levels))
+    energy_mask = np.zeros((n_struct, n_levels), dtype=bool)
+    forces = np.zeros((offsets[-1], n_levels, 3), dtype=np.float32)
+    forces_mask = np.zeros((n_struct, n_levels), dtype=bool)
+    cell = np.zeros((n_struct, 3, 3))
+    pbc = np.zeros((n_struct, 3), dtype=bool)
+    charge = np.zeros(n_struct, dtype=np.int64)
+    dataset = np.empty(n_struct, dtype=np.int64)
+    for i, rec in enumerate(records):
+        try:
+            dataset[i] = dataset_index[rec.dataset]
+            for level, lab in rec.labels.items():
+                j = level_index[level]
+                if lab.energy is not None:
+                    energy[i, j] = lab.energy
+                    energy_mask[i, j] = True
+                if lab.forces is not None:
+                    forces[offsets[i] : offsets[i + 1], j] = lab.forces
+                    forces_mask[i, j] = True
+        except KeyError as exc:
+            raise ValueError(
+                f"record {rec.id!r}: {exc.args[0]!r} is not on the batch axes "
+                f"(levels {list(level_names)}, datasets {list(dataset_names)})"
+            ) from None
+        if rec.charge:
+            charge[i] = rec.charge
+        if rec.cell is not None:
+            cell[i] = rec.cell
+            pbc[i] = True if rec.pbc is None else rec.pbc
+    return Batch(
+        numbers=torch.from_numpy(np.concatenate([r.numbers for r in records]).astype(np.int64)),
+        positions=torch.from_numpy(np.concatenate([r.positions for r in records]).astype(np.float64, copy=False)),
+        batch=torch.from_numpy(np.repeat(np.arange(n_struct), n_atoms)),
+        n_atoms=torch.from_numpy(n_atoms),
+        energy=torch.from_numpy(energy),
+        energy_mask=torch.from_numpy(energy_mask),
+        forces=torch.from_numpy(forces),
+        forces_mask=torch.from_numpy(forces_mask),
+        cell=torch.from_numpy(cell),
+        pbc=torch.from_numpy(pbc),
+        charge=torch.from_numpy(charge),
+        dataset=torch.from_numpy(dataset),
+        ids=[r.id for r in records],
+    )

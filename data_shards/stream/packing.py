@@ -1,0 +1,34 @@
+"""Group a record stream into batches under an atom budget (and optionally a structure count)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from data_shards.errors import PolyfidDataError
+from data_shards.record import Record
+
+
+class OversizeRecordError(PolyfidDataError):
+    """A single record has more atoms than a whole batch may hold."""
+
+
+def pack(records: Iterable[Record], max_atoms: int, max_structures: int | None = None) -> Iterator[list[Record]]:
+    """Greedy in-order packing: a group is closed when the next record would break a limit.
+
+    The last, partial group of a finite stream is yielded too.
+    """
+    group: list[Record] = []
+    n_atoms = 0
+    for rec in records:
+        n = rec.numbers.shape[0]
+        if n > max_atoms:
+            raise OversizeRecordError(
+                f"record {rec.id!r} (dataset {rec.dataset!r}) has {n} atoms, more than max_atoms={max_atoms}"
+            )
+        if group and (n_atoms + n > max_atoms or len(group) == max_structures):
+            yield group
+            group, n_atoms = [], 0
+        group.append(rec)
+        n_atoms += n
+    if group:
+        yield group

@@ -1,0 +1,74 @@
+"""Torch path: shards read with webdataset inside a `torch.utils.data` IterableDataset / DataLoader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from data_shards.codec import SAMPLE_EXTENSION
+from data_shards.stream.batch import Batch
+from data_shards.stream.config import Mode, StreamConfig
+from data_shards.stream.pipeline import StreamPlan, consumer_batches
+from data_shards.stream.sources import Consumer
+
+
+def read_webdataset(paths: Iterator[str]) -> Iterator[bytes]:
+    """Raw sample bytes of the shards, in order, through webdataset's tar pipeline (endless input is fine)."""
+    for sample in wds.tarfile_samples({"url": path} for path in paths):
+        yield sample[SAMPLE_EXTENSION]
+
+
+class ShardStream(IterableDataset[Batch]):
+    """One rank's batches of one epoch; each dataloader worker makes its own share.
+
+    Train mode, resuming at `start_step`: the DataLoader deals from worker 0, but the uninterrupted run's next
+    batch belongs to worker `start_step % num_workers`, so worker slot j runs logical worker
+    (j + start_step) % num_workers; the round-robin output then continues the uninterrupted order exactly.
+    """
+
+    def __init__(
+        self,
+        plan: StreamPlan,
+        mode: Mode,
+        rank: int,
+        world_size: int,
+        num_workers: int,
+        epoch: int,
+        start_step: int = 0,
+    ):
+        super().__init__()
+        self.plan, self.mode, self.epoch, self.start_step = plan, mode, epoch, start_step
+        self.rank, self.world_size, self.num_workers = rank, world_size, max(1, num_workers)
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        slot = 0 if info is None else info.id
+        if info is not None and info.num_workers != self.num_workers:
+            raise RuntimeError(f"ShardStream built for {self.num_workers} workers runs in {info.num_workers}")
+        worker = (slot + self.start_step) % self.num_workers if self.mode == "train" else slot
+        consumer = Consumer(self.rank, self.world_size, worker, self.num_workers)
+        return consumer_batches(self.plan, self.mode, read_webdataset, consumer, self.epoch, self.start_step)
+
+
+def make_dataloader(
+    cfg: StreamConfig | StreamPlan,
+    mode: Mode,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    epoch: int = 0,
+    start_step: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader (batch_size=None) yielding this rank's :class:`Batch` es of one epoch.
+
+    Train mode yields exactly `plan.batches_per_epoch(world_size) - start_step` batches on every rank; the
+    order depends on (seed, epoch, rank, world_size, num_workers), so resume with the same num_workers.
+    Eval mode yields every sample of the split once across ranks, but ranks may get different batch counts:
+    accumulate metrics locally and reduce them once after the loop, never per batch.
+    """
+    plan = cfg if isinstance(cfg, StreamPlan) else StreamPlan.from_config(cfg)
+    dataset = ShardStream(plan, mode, rank, world_size, num_workers, epoch, start_step)
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
