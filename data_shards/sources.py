@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from pathlib import Path
@@ -92,11 +93,7 @@ class SourceConfig(_Strict):
     def record_name(self, path: Path) -> str:
         """The file's part of a record id: its name for a plain path; for a glob, its path below the glob's
         fixed prefix (so `data/*/train.h5` gives `a/train.h5`, unique and independent of where `data` lives)."""
-        parts = Path(self.path).parts
-        wild = next((i for i, part in enumerate(parts) if glob.has_magic(part)), None)
-        if wild is None or not Path(self.path).is_absolute():
-            return path.name
-        return Path(path).relative_to(Path(*parts[:wild])).as_posix()
+        return _record_name(self.path, str(path))
 
     def files(self, base_dir: Path) -> list[Path]:
         """The files this source matches, sorted; a SourceError if none."""
@@ -105,6 +102,15 @@ class SourceConfig(_Strict):
         if not found:
             raise SourceError(self.name, f"no file matches {pattern!r}")
         return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _record_name(pattern: str, path: str) -> str:
+    parts = Path(pattern).parts
+    wild = next((i for i, part in enumerate(parts) if glob.has_magic(part)), None)
+    if wild is None or not Path(pattern).is_absolute():
+        return Path(path).name
+    return Path(path).relative_to(Path(*parts[:wild])).as_posix()
 
 
 class SplitConfig(_Strict):

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_shards.reference_energies import LevelAccumulator
+
+
+def _molecules(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.choice([1, 6, 7, 8], size=rng.integers(2, 15)) for _ in range(n)]
+
+
+def test_merged_accumulators_equal_a_direct_least_squares_fit():
+    true = {1: -13.6, 6: -1029.0, 7: -1485.0, 8: -2041.0}
+    mols = _molecules(300)
+    rng = np.random.default_rng(1)
+    energies = [sum(true[z] for z in m) + 0.05 * rng.normal() * len(m) for m in mols]
+    parts = [LevelAccumulator() for _ in range(3)]
+    for k, (m, e) in enumerate(zip(mols, energies, strict=True)):
+        parts[k % 3].add(m, e, None)
+    merged = LevelAccumulator.from_dict(parts[0].to_dict())
+    merged.merge(parts[1])
+    merged.merge(parts[2])
+    stats = merged.fit(["d"])
+    a = np.array([[np.sum(m == z) for z in (1, 6, 7, 8)] for m in mols], dtype=float)
+    e0, *_ = np.linalg.lstsq(a, np.array(energies), rcond=None)
+    assert [stats.e0[str(z)] for z in (1, 6, 7, 8)] == pytest.approx(e0, abs=1e-8)
+    resid = (np.array(energies) - a @ e0) / a.sum(1)
+    assert stats.residual_per_atom_mean == pytest.approx(resid.mean(), abs=1e-9)
+    assert stats.residual_per_atom_std == pytest.approx(resid.std(), rel=1e-6)
+
+
+def test_forces_only_level_and_collinear_counts():
+    acc = LevelAccumulator()
+    forces = np.array([[0.1, 0.0, -0.2], [0.3, 0.1, 0.0]])
+    acc.add(np.array([1, 1]), None, forces)
+    stats = acc.fit([])
+    assert stats.n_energy == 0 and stats.force_rms == pytest.approx(np.sqrt(np.mean(forces**2)))
+    single = LevelAccumulator()  # one molecule type: E0 is the minimum-norm solution reproducing the mean
+    for e in (-100.0, -102.0):
+        single.add(np.array([1, 1, 8]), e, None)
+    fit = single.fit(["w"])
+    assert 2 * fit.e0["1"] + fit.e0["8"] == pytest.approx(-101.0)
