@@ -12,6 +12,7 @@ from pathlib import Path
 
 from data_shards.atomic import atomic_open
 from data_shards.codec import SAMPLE_EXTENSION, encode, sample_key
+from data_shards.grouping import budget_groups
 from data_shards.record import Record
 
 _TAR_OVERHEAD = 1024  # header + padding per member, upper bound
@@ -69,17 +70,7 @@ def write_shard(path: Path, root: Path, records: Iterable[Record]) -> ShardInfo:
 
 def pack_into_shards(records: Iterable[Record], max_bytes: int, max_samples: int) -> Iterator[list[Record]]:
     """Group records into lists that each fit one shard (by encoded size estimate and count)."""
-    group: list[Record] = []
-    size = 0
-    for rec in records:
-        est = _estimate_bytes(rec)
-        if group and (size + est > max_bytes or len(group) >= max_samples):
-            yield group
-            group, size = [], 0
-        group.append(rec)
-        size += est
-    if group:
-        yield group
+    return budget_groups(records, _estimate_bytes, max_bytes, max_samples)
 
 
 def _estimate_bytes(rec: Record) -> int:

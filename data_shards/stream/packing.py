@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from data_shards.errors import PolyfidDataError
+from data_shards.grouping import budget_groups
 from data_shards.record import Record
 
 
@@ -17,18 +18,13 @@ def pack(records: Iterable[Record], max_atoms: int, max_structures: int | None =
 
     The last, partial group of a finite stream is yielded too.
     """
-    group: list[Record] = []
-    n_atoms = 0
-    for rec in records:
+
+    def n_atoms(rec: Record) -> int:
         n = rec.numbers.shape[0]
         if n > max_atoms:
             raise OversizeRecordError(
                 f"record {rec.id!r} (dataset {rec.dataset!r}) has {n} atoms, more than max_atoms={max_atoms}"
             )
-        if group and (n_atoms + n > max_atoms or len(group) == max_structures):
-            yield group
-            group, n_atoms = [], 0
-        group.append(rec)
-        n_atoms += n
-    if group:
-        yield group
+        return n
+
+    return budget_groups(records, n_atoms, max_atoms, max_structures)
