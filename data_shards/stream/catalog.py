@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_shards.errors import PolyfidDataError
+from data_shards.errors import PolyfidDataError, ShardCorruptedError
 from data_shards.manifest import Manifest
 
 
 @dataclass(frozen=True)
 class ShardRef:
-    """One shard file (absolute path) and its sample/atom counts from the manifest."""
+    """One shard file (absolute path), its sample/atom counts and sha256 from the manifest."""
 
     path: str
     n_samples: int
     n_atoms: int
+    sha256: str
+
+
+def check_sha256(shard: ShardRef, data: bytes) -> None:
+    """Raise ShardCorruptedError naming the shard unless `data` has the manifest's checksum."""
+    if hashlib.sha256(data).hexdigest() != shard.sha256:
+        raise ShardCorruptedError(
+            f"{shard.path}: sha256 differs from the manifest (corrupted or truncated shard; "
+            "`polyfid shards verify` lists every bad shard, `polyfid shards build` rewrites them)"
+        )
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ class ShardCatalog:
                         f"{folder / entry.path}: levels {off_axis} are not in the level axis {levels}"
                     )
                 if entry.n_samples > 0:
-                    ref = ShardRef(str(folder / entry.path), entry.n_samples, entry.n_atoms)
+                    ref = ShardRef(str(folder / entry.path), entry.n_samples, entry.n_atoms, entry.sha256)
                     shards.setdefault(entry.dataset, []).append(ref)
         empty = sorted(set(datasets or ()) - set(shards))
         if empty or not shards:

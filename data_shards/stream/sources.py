@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from data_shards.stream.catalog import ShardRef
 from data_shards.stream.seeding import derive_rng
 
-# Reads shard files (absolute paths, possibly an endless iterator) in order; yields each sample's raw bytes.
-ReadFn = Callable[[Iterator[str]], Iterable[bytes]]
+# Reads shards (possibly an endless iterator) in order, checking each against its sha256; yields raw samples.
+ReadFn = Callable[[Iterator[ShardRef]], Iterable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -37,19 +37,20 @@ class Consumer:
 
 def shard_cycles(
     shards: Sequence[ShardRef], consumer: Consumer, *, seed: int, epoch: int, dataset: str, endless: bool
-) -> Iterator[str]:
-    """Shard paths the consumer reads, cycle after cycle.
+) -> Iterator[ShardRef]:
+    """Shards the consumer reads, cycle after cycle.
 
     Endless: every cycle reshuffles the shard list with a seed from (seed, epoch, dataset, cycle). Otherwise
     one cycle in manifest order. With at least as many shards as consumers each consumer reads every
     `count`-th shard of a cycle, else it reads all of them (see :func:`consumer_stream`).
     """
-    paths = [s.path for s in shards]
     for cycle in itertools.count() if endless else range(1):
         order = (
-            [paths[i] for i in derive_rng(seed, epoch, dataset, cycle).permutation(len(paths))] if endless else paths
+            [shards[i] for i in derive_rng(seed, epoch, dataset, cycle).permutation(len(shards))]
+            if endless
+            else list(shards)
         )
-        yield from order[consumer.id :: consumer.count] if len(paths) >= consumer.count else order
+        yield from order[consumer.id :: consumer.count] if len(shards) >= consumer.count else order
 
 
 def consumer_stream(

@@ -45,3 +45,22 @@ def test_resume_through_workers(shards, start_step):
         make_dataloader(plan, "train", rank=1, world_size=2, num_workers=3, epoch=2, start_step=start_step)
     )
     assert len(full) == 9 and single == full[start_step:]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+@pytest.mark.parametrize("reader", ["webdataset", "ray"])
+def test_unreadable_shard_names_the_file(tmp_path, damage, reader):
+    from data_shards.errors import ShardCorruptedError
+    from data_shards.shard_writer import write_shard
+    from data_shards.stream.catalog import ShardRef
+    from data_shards.stream.ray_loader import read_ray
+    from data_shards.stream.torch_loader import read_webdataset
+    from tests.data_shards.test_shard_writer import _records
+
+    path = tmp_path / "s.tar"
+    info = write_shard(path, tmp_path, _records(20))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 + 100] if damage == "truncate" else b"\x00garbage" * 200)
+    read = {"webdataset": read_webdataset, "ray": read_ray}[reader]
+    with pytest.raises(ShardCorruptedError, match=str(path)):
+        list(read(iter([ShardRef(str(path), 20, 60, info.sha256)])))
