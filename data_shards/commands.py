@@ -27,6 +27,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--no-progress", action="store_true")
     verify.set_defaults(func=_verify)
 
+    demo = sub.add_parser(
+        "generate-demo",
+        help="regenerate the demo corpus with tblite (GFN2-xTB) and PySCF (needs the 'generate' extra)",
+        description="xTB MD of real molecules labelled at four levels of theory (--scale full: ~40 min, 2 cores).",
+    )
+    _add_generator_arguments(demo)
+    demo.set_defaults(func=_generate_demo)
+
+
+def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    from data_shards.demo.generate import add_arguments
+
+    add_arguments(parser)
+
+
+def _generate_demo(args: argparse.Namespace) -> int:
+    from data_shards.demo.generate import generate
+
+    return generate(args)
+
 
 def _build(args: argparse.Namespace) -> int:
     from data_shards.build import build_shards
