@@ -23,13 +23,19 @@ def dataset_level_counts(manifest: Manifest) -> dict[str, dict[str, tuple[int, i
     return {ds: {lv: (c[0], c[1]) for lv, c in levels.items()} for ds, levels in out.items()}
 
 
+def _console() -> Console:
+    """Full-width tables on a terminal; wide enough not to truncate names when piped to a file or log."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def _symbols(numbers: list[int]) -> str:
     return " ".join(chemical_symbols[z] for z in sorted(numbers))
 
 
 def render(folder: str | Path, console: Console | None = None) -> None:
     """Print the tables for the shard folder."""
-    console = console or Console()
+    console = console or _console()
     manifest = Manifest.load(folder)
     counts = dataset_level_counts(manifest)
     levels = manifest.level_names
@@ -55,15 +61,24 @@ def render(folder: str | Path, console: Console | None = None) -> None:
     e0.add_column("E0 per element")
     e0.add_column("resid/atom mean, std (eV)", justify="right")
     e0.add_column("force RMS (eV/A)", justify="right")
+    underdetermined = []
     for level in levels:
         st = manifest.levels[level]
+        if not st.e0_determined:
+            underdetermined.append(level)
         e0s = ", ".join(
             f"{chemical_symbols[int(z)]} {v:.3f}" for z, v in sorted(st.e0.items(), key=lambda t: int(t[0]))
         )
         rms = f"{st.force_rms:.3f}" if st.force_rms is not None else "-"
         mean_std = f"{st.residual_per_atom_mean:.4f}, {st.residual_per_atom_std:.4f}"
-        e0.add_row(level, f"{st.n_energy} / {st.n_forces}", e0s, mean_std, rms)
+        name = level if st.e0_determined else f"{level} *"
+        e0.add_row(name, f"{st.n_energy} / {st.n_forces}", e0s, mean_std, rms)
     console.print(e0)
+    if underdetermined:
+        console.print(
+            "* E0 underdetermined: the element counts of this level's train set are collinear (e.g. one molecule); "
+            "the minimum-norm E0 only reproduces energies of the compositions seen, not per-element references."
+        )
     n = sum(s.n_samples for s in manifest.shards)
     console.print(
         f"{len(manifest.shards)} shards, {n} structures, {sum(s.n_bytes for s in manifest.shards) / 2**20:.1f} MiB"

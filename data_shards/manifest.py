@@ -37,6 +37,8 @@ class LevelStats:
 
     e0: per-element reference energies (eV) by least squares, keyed by atomic number as a string (JSON).
     The residual is E - sum_i e0[Z_i]; its per-atom mean/std and the force RMS (eV/A) normalise training.
+    e0_rank < len(e0) means the element counts were collinear (e.g. one molecule): e0 is then the minimum-norm
+    solution, meaningful only summed over the compositions seen, not as per-element references.
     """
 
     e0: dict[str, float]
@@ -46,6 +48,11 @@ class LevelStats:
     residual_per_atom_std: float
     force_rms: float | None
     datasets: list[str] = field(default_factory=list)
+    e0_rank: int | None = None
+
+    @property
+    def e0_determined(self) -> bool:
+        return self.e0_rank is None or self.e0_rank >= len(self.e0)
 
 
 @dataclass

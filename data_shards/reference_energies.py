@@ -85,12 +85,12 @@ class LevelAccumulator:
     def fit(self, datasets: list[str]) -> LevelStats:
         """Least-squares E0 (minimum-norm where element counts are collinear) and residual statistics."""
         if self.n_energy:
-            e0, *_ = np.linalg.lstsq(self.ctc, self.cty, rcond=None)
+            e0, _, rank, _ = np.linalg.lstsq(self.ctc, self.cty, rcond=None)
             mean = (self.y_n - e0 @ self.c_n) / self.n_energy
             m2 = (self.y2_n2 - 2 * e0 @ self.cy_n2 + e0 @ self.cct_n2 @ e0) / self.n_energy
             std = float(np.sqrt(max(m2 - mean**2, 0.0)))
         else:
-            e0, mean, std = np.zeros(len(self.elements)), 0.0, 0.0
+            e0, mean, std, rank = np.zeros(len(self.elements)), 0.0, 0.0, 0
         return LevelStats(
             e0={str(z): float(v) for z, v in zip(self.elements, e0, strict=True)},
             n_energy=self.n_energy,
@@ -99,6 +99,7 @@ class LevelAccumulator:
             residual_per_atom_std=std,
             force_rms=float(np.sqrt(self.f2 / self.n_force_components)) if self.n_force_components else None,
             datasets=sorted(datasets),
+            e0_rank=int(rank),
         )
 
     def to_dict(self) -> dict:

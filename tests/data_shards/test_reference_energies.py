@@ -23,6 +23,7 @@ def test_merged_accumulators_equal_a_direct_least_squares_fit():
     merged.merge(parts[1])
     merged.merge(parts[2])
     stats = merged.fit(["d"])
+    assert stats.e0_determined and stats.e0_rank == 4
     a = np.array([[np.sum(m == z) for z in (1, 6, 7, 8)] for m in mols], dtype=float)
     e0, *_ = np.linalg.lstsq(a, np.array(energies), rcond=None)
     assert [stats.e0[str(z)] for z in (1, 6, 7, 8)] == pytest.approx(e0, abs=1e-8)
@@ -42,3 +43,4 @@ def test_forces_only_level_and_collinear_counts():
         single.add(np.array([1, 1, 8]), e, None)
     fit = single.fit(["w"])
     assert 2 * fit.e0["1"] + fit.e0["8"] == pytest.approx(-101.0)
+    assert fit.e0_rank == 1 and not fit.e0_determined
