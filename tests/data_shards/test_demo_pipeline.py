@@ -3,6 +3,7 @@ streaming paths give back exactly the records the readers produced (forces at th
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -80,3 +81,37 @@ def test_both_streaming_paths_return_the_records(demo, split):
             check_batch(batch, records, plan.level_names, plan.dataset_names)
             seen.extend(batch.ids)
         assert sorted(seen) == expected
+
+
+def _train_loop(config: dict) -> None:
+    """A Ray Train worker streaming its rank's share through Ray Data, with a collective per batch."""
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    ctx = ray.train.get_context()
+    plan = StreamPlan.from_config(StreamConfig(shard_dirs=[config["shards"]], max_atoms=128, seed=5))
+    n_batches = atoms = 0
+    for batch in ray_batches(plan, "train", ctx.get_world_rank(), ctx.get_world_size(), epoch=1):
+        total = torch.tensor([batch.n_atoms_total])
+        dist.all_reduce(total)  # would hang if one rank had fewer batches
+        n_batches, atoms = n_batches + 1, atoms + int(total)
+    expected = plan.batches_per_epoch(ctx.get_world_size())
+    Path(config["out"], f"rank{ctx.get_world_rank()}.json").write_text(json.dumps([n_batches, expected, atoms]))
+
+
+def test_ray_train_workers_get_equal_batch_counts(demo, tmp_path: Path, monkeypatch):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"shards": str(demo[0]), "out": str(tmp_path)},
+        scaling_config=ScalingConfig(num_workers=2, use_gpu=False),
+        torch_config=TorchConfig(backend="gloo"),
+        run_config=RunConfig(name="stream", storage_path=str(tmp_path)),
+    )
+    trainer.fit()
+    counts = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert counts[0] == counts[1] and counts[0][0] == counts[0][1] > 10  # same batches, same total atoms
