@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from pretrain.models import InverseGaussianSensitivity, envsum
-from pretrain.models import hipnn as hipnn_mod
 
 
 def test_init_follows_hipnn():
@@ -47,14 +47,16 @@ def _naive_envsum(sens, z, pi, pj, n):
     return out
 
 
-def test_envsum_matches_naive_and_slices(monkeypatch):
+@pytest.mark.parametrize("sort_pairs", [True, False])
+def test_envsum_matches_naive_with_isolated_atoms_and_any_pair_order(sort_pairs):
     g = torch.Generator().manual_seed(0)
-    n, p, ns, nf = 5, 12, 4, 3
-    pi = torch.sort(torch.randint(0, n, (p,), generator=g)).values
+    n, p, ns, nf = 6, 12, 4, 3
+    pi = torch.randint(0, n - 1, (p,), generator=g)  # atom n-1 has no pairs
+    pi = torch.sort(pi).values if sort_pairs else pi
     pj = torch.randint(0, n, (p,), generator=g)
-    sens = torch.rand(p, ns, generator=g, dtype=torch.float64)
-    z = torch.randn(n, nf, generator=g, dtype=torch.float64)
-    want = _naive_envsum(sens, z, pi, pj, n)
-    torch.testing.assert_close(envsum(sens, z, pi, pj, n), want)
-    monkeypatch.setattr(hipnn_mod, "ENVSUM_MAX_ELEMENTS", p * nf)  # one sensitivity per slice
-    torch.testing.assert_close(hipnn_mod.envsum(sens, z, pi, pj, n), want)
+    sens = torch.rand(p, ns, generator=g, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(n, nf, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(envsum(sens, z, pi, pj, n), _naive_envsum(sens, z, pi, pj, n))
+    assert torch.autograd.gradgradcheck(lambda s, x: envsum(s, x, pi, pj, n), (sens, z))
+    empty = envsum(sens[:0], z, pi[:0], pj[:0], n)
+    assert empty.shape == (n, ns, nf) and not empty.any()
