@@ -1,6 +1,6 @@
 """Backbone registry: the architecture kind written into a model package -> (its pydantic config, its module).
 
-Adding a backbone is one line here: ``"hiphop": (HiphopConfig, Hiphop)``. The module's constructor takes the config
+Adding a backbone is one line here: ``"kind": (ItsConfig, ItsModule)``. The module's constructor takes the config
 (``Module(config)``) and keeps it as ``module.config``; packages store ``config.model_dump(mode="json")``.
 """
 
@@ -11,10 +11,13 @@ from typing import Any
 from pydantic import BaseModel
 from torch import nn
 
+from pretrain.models.hiphop import HipHop, HipHopConfig, HipnnTS, HipnnTSConfig
 from pretrain.models.hipnn import Hipnn, HipnnConfig
 
 BACKBONES: dict[str, tuple[type[BaseModel], type[nn.Module]]] = {
     "hipnn": (HipnnConfig, Hipnn),
+    "hipnn_ts": (HipnnTSConfig, HipnnTS),
+    "hiphop": (HipHopConfig, HipHop),
 }
 
 

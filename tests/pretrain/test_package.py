@@ -18,7 +18,16 @@ import torch
 from data_shards.record import LevelLabels, Record
 from data_shards.reference_energies import accumulate
 from data_shards.stream.batch import collate
-from pretrain.models import Hipnn, HipnnConfig, UnknownElementError, build_model
+from pretrain.models import (
+    HipHop,
+    HipHopConfig,
+    Hipnn,
+    HipnnConfig,
+    HipnnTS,
+    HipnnTSConfig,
+    UnknownElementError,
+    build_model,
+)
 from pretrain.models.registry import BACKBONES, UnknownBackboneError
 from pretrain.package import (
     PACKAGE_FORMAT,
@@ -149,6 +158,24 @@ def test_round_trip_and_weights_only(tmp_path, tiny_model):
     assert not loaded.model.training
     batch = collate(expected_records(), LEVELS, ["md"])
     a, b = tiny_model(batch, LEVELS), loaded.model(batch, LEVELS)
+    assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
+
+
+@pytest.mark.parametrize(
+    ("kind", "make"),
+    [
+        ("hipnn_ts", lambda c: HipnnTS(HipnnTSConfig(**c, l_max=2))),
+        ("hiphop", lambda c: HipHop(HipHopConfig(**c, n_max=3, l_max=2, group_norm=True))),
+    ],
+)
+def test_tensor_backbones_round_trip(tmp_path, kind, make):
+    torch.manual_seed(0)
+    config = dict(elements=[1, 6, 7, 8], n_features=8, n_sensitivities=4, n_interactions=2, n_atom_layers=1)
+    model = build_model(make(config), {name: None for name in LEVELS}).eval()
+    loaded = load_package(save_package(tmp_path / "m.pt", model, provenance={}))
+    assert loaded.metadata["backbone"]["kind"] == kind and type(loaded.model.backbone) is type(model.backbone)
+    batch = collate(expected_records(), LEVELS, ["md"])
+    a, b = model(batch, LEVELS), loaded.model(batch, LEVELS)
     assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
 
 
