@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -r benchmarks/requirements.txt   # hippynn 0.1.3 (+ numba kernels): benchmark-only
     .venv/bin/python benchmarks/bench_models.py [--batch 64 256] [--steps 20]
+    .venv/bin/python benchmarks/bench_models.py --scaling        # polyfid only: step time and memory vs atoms
 
 Data: the demo corpus' 400 ethanol geometries (9 atoms) with GFN2-xTB energies and forces. Training step = forward
 + forces (autograd) + energy/force MSE + backward (double backward) + Adam step; inference = energy + forces.
@@ -24,7 +25,8 @@ import torch
 
 from data_shards.record import LevelLabels, Record
 from data_shards.stream import collate
-from pretrain.models import Hipnn, HipnnConfig, build_model
+from pretrain.models import build_model
+from pretrain.models.registry import BACKBONES
 
 TARGET = Path(__file__).resolve().parents[1] / "data_shards" / "demo_corpus" / "target_ethanol.h5"
 LEVEL = "gfn2-xtb"
@@ -102,22 +104,74 @@ def rate(step: Callable[[int], None], n_structures: int, steps: int) -> float:
 
 
 def polyfid_model(kind: str) -> torch.nn.Module:
-    if kind == "hipnn":
-        backbone = Hipnn(HipnnConfig(elements=ELEMENTS, cutoff=CUTOFF, r_soft_min=SOFT_MIN, r_soft_max=CUTOFF, **SIZES))
-    else:
-        raise ValueError(kind)
-    return build_model(backbone, {LEVEL: None})
+    config_cls, module_cls = BACKBONES[kind]
+    extra = POLYFID_EXTRA[kind]
+    config = config_cls(elements=ELEMENTS, cutoff=CUTOFF, r_soft_min=SOFT_MIN, r_soft_max=CUTOFF, **SIZES, **extra)
+    return build_model(module_cls(config), {LEVEL: None})
 
 
-# (label, polyfid kind, hippynn node class, hippynn extra kwargs)
-ARCHITECTURES = [("HIP-NN", "hipnn", "Hipnn", {})]
+def scaling(kinds: list[str], sizes: list[int]) -> None:
+    """Training-step time and peak resident memory vs atoms per batch (each size in a fresh subprocess, so the
+    peak is that size's own); memory is reported per 1,000 atoms above the process' baseline."""
+    import subprocess
+    import sys
+
+    print(f"{'model':<8} {'atoms':>7} {'ms/step':>9} {'atoms/s':>10} {'MiB/1k atoms':>13}")
+    for kind in kinds:
+        for n_atoms in sizes:
+            out = subprocess.run(
+                [sys.executable, __file__, "--one-scaling", kind, str(n_atoms)], capture_output=True, text=True
+            )
+            if out.returncode:
+                print(f"{kind:<8} {n_atoms:>7} failed: {out.stderr.strip().splitlines()[-1]}")
+                continue
+            ms, mib = map(float, out.stdout.split())
+            print(f"{kind:<8} {n_atoms:>7} {ms:>9.1f} {n_atoms / ms * 1e3:>10,.0f} {mib / n_atoms * 1e3:>13.2f}")
+
+
+def one_scaling(kind: str, n_atoms: int) -> None:
+    import resource
+
+    z, r, e, f = load_ethanol()
+    n_mol = max(1, n_atoms // len(z))
+    records = [Record(f"e:{i}", "d", z, r[i % len(r)], {LEVEL: LevelLabels(float(e[i % len(r)]), f[i % len(r)])})
+               for i in range(n_mol)]  # fmt: skip
+    batch = collate(records, [LEVEL], ["d"])
+    step = polyfid_step(polyfid_model(kind), [batch], train=True)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    step(0)
+    steps = max(2, min(20, 20000 // n_atoms))
+    t0 = time.perf_counter()
+    for k in range(steps):
+        step(k)
+    ms = (time.perf_counter() - t0) / steps * 1e3
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(ms, peak - base)
+
+
+POLYFID_EXTRA = {"hipnn": {}, "hipnn_ts": {"l_max": 2}, "hiphop": {"n_max": 4, "l_max": 3, "group_norm": False}}
+# (label, polyfid kind, hippynn node class, hippynn extra kwargs): same hyperparameters on both sides
+ARCHITECTURES = [
+    ("HIP-NN", "hipnn", "Hipnn", {}),
+    ("HIP-NN-TS", "hipnn_ts", "HipnnQuad", {}),
+    ("HIP-HOP-NN", "hiphop", "HipHopnn", {"n_max": 4, "l_max": 3, "group_norm": False}),
+]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--models", nargs="+", default=[a[1] for a in ARCHITECTURES], help="polyfid kinds to run")
+    parser.add_argument("--scaling", action="store_true", help="step time and memory vs atoms per batch")
+    parser.add_argument("--one-scaling", nargs=2, metavar=("KIND", "ATOMS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one_scaling:
+        one_scaling(args.one_scaling[0], int(args.one_scaling[1]))
+        return
+    if args.scaling:
+        scaling(args.models, [100, 1000, 10000, 100000])
+        return
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     z, r, e, f = load_ethanol()
@@ -131,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
                    torch.as_tensor(e[ix], dtype=torch.float32), torch.as_tensor(f[ix], dtype=torch.float32))
                   for ix in idx]  # fmt: skip
         for label, kind, hkind, extra in ARCHITECTURES:
+            if kind not in args.models:
+                continue
             for train in (True, False):
                 ours_rate = rate(polyfid_step(polyfid_model(kind), ours, train), bs, args.steps)
                 theirs_rate = rate(hippynn_step(hkind, theirs, train, extra), bs, args.steps)
