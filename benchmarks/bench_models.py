@@ -123,10 +123,15 @@ def scaling(kinds: list[str], sizes: list[int]) -> None:
                 [sys.executable, __file__, "--one-scaling", kind, str(n_atoms)], capture_output=True, text=True
             )
             if out.returncode:
-                print(f"{kind:<8} {n_atoms:>7} failed: {out.stderr.strip().splitlines()[-1]}")
+                lines = out.stderr.strip().splitlines()
+                why = lines[-1] if lines else f"killed (exit {out.returncode}: out of memory on this machine?)"
+                print(f"{kind:<8} {n_atoms:>7} failed: {why}", flush=True)
                 continue
             ms, mib = map(float, out.stdout.split())
-            print(f"{kind:<8} {n_atoms:>7} {ms:>9.1f} {n_atoms / ms * 1e3:>10,.0f} {mib / n_atoms * 1e3:>13.2f}")
+            print(
+                f"{kind:<8} {n_atoms:>7} {ms:>9.1f} {n_atoms / ms * 1e3:>10,.0f} {mib / n_atoms * 1e3:>13.2f}",
+                flush=True,
+            )
 
 
 def one_scaling(kind: str, n_atoms: int) -> None:
@@ -164,13 +169,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--models", nargs="+", default=[a[1] for a in ARCHITECTURES], help="polyfid kinds to run")
     parser.add_argument("--scaling", action="store_true", help="step time and memory vs atoms per batch")
+    parser.add_argument("--atoms", type=int, nargs="+", default=[100, 1000, 10000, 100000], help="with --scaling")
     parser.add_argument("--one-scaling", nargs=2, metavar=("KIND", "ATOMS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one_scaling:
         one_scaling(args.one_scaling[0], int(args.one_scaling[1]))
         return
     if args.scaling:
-        scaling(args.models, [100, 1000, 10000, 100000])
+        scaling(args.models, args.atoms)
         return
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
