@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import h5py
@@ -16,6 +17,7 @@ from data_shards.cli import main
 from data_shards.codec import decode
 from data_shards.errors import PolyfidDataError
 from data_shards.manifest import Manifest
+from data_shards.record import Record
 from data_shards.sources import load_build_config
 from data_shards.verify import verify_shards
 from tests.shared_data import shared_path
@@ -55,16 +57,13 @@ def ethanol_mf(tmp_path: Path) -> Path:
     return dst
 
 
-def _read_all(folder: Path) -> dict[str, object]:
-    import tarfile
+def _records_in(shard: Path) -> list[Record]:
+    with tarfile.open(shard) as tar:
+        return [decode(tar.extractfile(member).read()) for member in tar]
 
-    out = {}
-    for shard in Manifest.load(folder).shards:
-        with tarfile.open(folder / shard.path) as tar:
-            for member in tar:
-                rec = decode(tar.extractfile(member).read())
-                out[rec.id] = rec
-    return out
+
+def _read_all(folder: Path) -> dict[str, Record]:
+    return {rec.id: rec for shard in Manifest.load(folder).shards for rec in _records_in(folder / shard.path)}
 
 
 def test_build_counts_labels_and_e0(ethanol_mf: Path, tmp_path: Path):
@@ -90,22 +89,11 @@ def test_build_counts_labels_and_e0(ethanol_mf: Path, tmp_path: Path):
             assert rec.labels["b3lyp/def2-svp"].energy == pytest.approx(energy[i])
     # E0 by least squares on the train split; one molecule -> the E0 of its atoms sum to the mean train energy
     stats = manifest.levels["gfn2-xtb"]
-    train = [
-        rec
-        for rid in (i for s in manifest.select(split="train") for i in _ids_in(out / s.path))
-        for rec in [records[int(rid.rsplit(":", 1)[1])]]
-    ]
+    train = [rec for shard in manifest.select(split="train") for rec in _records_in(out / shard.path)]
     e_train = np.array([rec.labels["gfn2-xtb"].energy for rec in train])
     assert sum(stats.e0[str(int(z))] for z in train[0].numbers) == pytest.approx(e_train.mean(), abs=1e-6)
     assert stats.residual_per_atom_std == pytest.approx(e_train.std() / train[0].n_atoms, rel=1e-5)
     assert stats.n_energy == len(train)
-
-
-def _ids_in(shard: Path) -> list[str]:
-    import tarfile
-
-    with tarfile.open(shard) as tar:
-        return [decode(tar.extractfile(m).read()).id for m in tar]
 
 
 def test_rebuild_is_idempotent_and_resumes_after_interruption(ethanol_mf: Path, tmp_path: Path):

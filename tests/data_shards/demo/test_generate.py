@@ -14,6 +14,14 @@ from data_shards.demo.labelers import LEVELS
 from data_shards.sources import load_build_config
 
 CORPUS = Path(__file__).resolve().parents[3] / "data_shards" / "demo_corpus"
+CORPUS_FILES = {
+    "md_xtb.h5",
+    "dft_subset.extxyz",
+    "target_ethanol.h5",
+    "scan_ethanol.h5",
+    "sources.yaml",
+    "PROVENANCE.md",
+}
 KCAL_EV = 0.0433641  # 1 kcal/mol in eV
 HAVE_QM = all(importlib.util.find_spec(m) is not None for m in ("pyscf", "tblite"))
 LEVEL_NAMES = {"gfn2-xtb", "b3lyp/def2-svp", "mp2/cc-pvdz", "ccsd(t)/cc-pvdz"}
@@ -51,14 +59,7 @@ def test_tiny_pipeline_end_to_end(tmp_path: Path) -> None:
 
     assert main(["--out", str(tmp_path), "--scale", "tiny", "--levels", "b3lyp/def2-svp"]) == 0
     names = {p.name for p in tmp_path.iterdir()}
-    assert {
-        "md_xtb.h5",
-        "dft_subset.extxyz",
-        "target_ethanol.h5",
-        "scan_ethanol.h5",
-        "sources.yaml",
-        "PROVENANCE.md",
-    } <= names
+    assert names >= CORPUS_FILES
     assert not [n for n in names if n.endswith(".tmp")]
     cfg = load_build_config(tmp_path / "sources.yaml")
     assert {s.name for s in cfg.sources} == {
@@ -141,14 +142,7 @@ corpus = pytest.mark.skipif(not (CORPUS / "target_ethanol.h5").exists(), reason=
 @corpus
 def test_corpus_files_and_size() -> None:
     files = {p.name: p.stat().st_size for p in CORPUS.iterdir() if p.is_file()}
-    assert {
-        "md_xtb.h5",
-        "dft_subset.extxyz",
-        "target_ethanol.h5",
-        "scan_ethanol.h5",
-        "sources.yaml",
-        "PROVENANCE.md",
-    } <= set(files)
+    assert set(files) >= CORPUS_FILES
     assert not [n for n in files if n.endswith(".tmp")]
     assert sum(files.values()) < 5 * 2**20
 
