@@ -73,9 +73,19 @@ class PolyfidModel(nn.Module):
         heads: Sequence[str],
         compute_forces: bool = True,
         compute_stress: bool = False,
+        force_heads: Sequence[str] | None = None,
     ) -> ModelOutput:
+        """Energies of `heads`; forces (and stress) of `force_heads` (default: all of `heads`; the other columns
+        are zero). Each differentiated head costs one backward pass: training asks only for heads with labels."""
         indices = self.heads.indices(heads)
         names = [self.heads.head_names[k] for k in indices]
+        if force_heads is None:
+            force_cols = list(range(len(names)))
+        else:
+            unknown = sorted(set(force_heads) - set(names))
+            if unknown:
+                raise ValueError(f"force_heads {unknown} are not among the requested heads {names}")
+            force_cols = [c for c, n in enumerate(names) if n in force_heads]
         outer_grad = torch.is_grad_enabled()
         create_graph = self.training and outer_grad
         dtype = self.dtype
@@ -101,7 +111,7 @@ class PolyfidModel(nn.Module):
             forces = stress = None
             if compute_forces or compute_stress:
                 forces, stress = self._derivatives(
-                    net, pos_in if compute_forces else None, strain, create_graph, outer_grad
+                    net, force_cols, pos_in if compute_forces else None, strain, create_graph, outer_grad
                 )
                 if stress is not None:
                     volume = torch.linalg.det(batch.cell.to(dtype)).abs()
@@ -116,22 +126,24 @@ class PolyfidModel(nn.Module):
     @staticmethod
     def _derivatives(
         net: torch.Tensor,
+        columns: Sequence[int],
         pos: torch.Tensor | None,
         strain: torch.Tensor | None,
         create_graph: bool,
         keep_graph: bool,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Per head h: forces -dE_h/dR (A, H, 3) and dE_h/d(strain) (S, H, 3, 3)."""
+        """Per head h in `columns`: forces -dE_h/dR (A, H, 3) and dE_h/d(strain) (S, H, 3, 3); zero elsewhere."""
         inputs = [t for t in (pos, strain) if t is not None]
         n_h = net.shape[1]
+        last = columns[-1] if columns else -1
         grads: list[list[torch.Tensor]] = []
         for h in range(n_h):
-            if net.requires_grad:
+            if net.requires_grad and h in columns:
                 g = torch.autograd.grad(
                     net[:, h].sum(),
                     inputs,
                     create_graph=create_graph,
-                    retain_graph=create_graph or keep_graph or h < n_h - 1,
+                    retain_graph=create_graph or keep_graph or h < last,
                     allow_unused=True,
                 )
             else:

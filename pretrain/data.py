@@ -1,0 +1,124 @@
+"""What pretraining reads: the shards' levels, datasets and E0, and endless resumable batch streams per task."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_shards.manifest import MANIFEST_NAME, LevelStats, Manifest
+from data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
+from pretrain.config import ConfigError, DataSection
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """Facts from the manifests of the configured shard folders."""
+
+    level_names: list[str]  # the batch level axis (sorted union)
+    elements: list[int]
+    level_stats: dict[str, LevelStats]  # E0 etc. per level (from the folder with most energies of it)
+    samples: dict[tuple[str, str], int]  # (dataset, split) -> structures
+    labelled: dict[str, set[str]]  # level -> datasets with train labels (energies or forces) of it
+    fingerprint: str  # sha256 over the manifests: the data lineage of a model
+
+    @classmethod
+    def open(cls, shard_dirs: list[Path]) -> ShardInfo:
+        manifests = [Manifest.load(d) for d in shard_dirs]
+        stats: dict[str, LevelStats] = {}
+        samples: dict[tuple[str, str], int] = {}
+        labelled: dict[str, set[str]] = {}
+        for m in manifests:
+            for name, st in m.levels.items():
+                if name not in stats or st.n_energy > stats[name].n_energy:
+                    stats[name] = st
+            for s in m.shards:
+                samples[(s.dataset, s.split)] = samples.get((s.dataset, s.split), 0) + s.n_samples
+                if s.split == "train":
+                    for level, n in {**s.energy_counts, **s.force_counts}.items():
+                        if n:
+                            labelled.setdefault(level, set()).add(s.dataset)
+        digest = hashlib.sha256()
+        for d in sorted(Path(p).resolve() for p in shard_dirs):
+            digest.update((d / MANIFEST_NAME).read_bytes())
+        return cls(
+            level_names=sorted({n for m in manifests for n in m.level_names}),
+            elements=sorted({z for m in manifests for z in m.elements}),
+            level_stats=stats,
+            samples=samples,
+            labelled=labelled,
+            fingerprint=digest.hexdigest(),
+        )
+
+    def datasets(self, split: str = "train") -> list[str]:
+        return sorted(d for (d, s), n in self.samples.items() if s == split and n > 0)
+
+    def check_levels(self, levels: list[str]) -> None:
+        unknown = sorted(set(levels) - set(self.level_names))
+        if unknown:
+            raise ConfigError(f"levels {unknown} are not in the shards (levels there: {self.level_names})")
+        unlabelled = [lv for lv in levels if not self.labelled.get(lv)]
+        if unlabelled:
+            raise ConfigError(f"levels {unlabelled} have no train labels in the shards")
+
+
+def stream_config(data: DataSection, seed: int, split: str, datasets: list[str] | None) -> StreamConfig:
+    """The data layer's stream settings for one selection of datasets (train mixing, or eval)."""
+    ratios = None if data.ratios is None or datasets is None else {d: data.ratios.get(d, 0.0) for d in datasets}
+    return StreamConfig(
+        shard_dirs=data.shard_dirs,
+        split=split,
+        datasets=datasets,
+        ratios=ratios,
+        temperature=data.temperature,
+        max_atoms=data.max_atoms if split == "train" else data.val_max_atoms or data.max_atoms,
+        max_structures=data.max_structures,
+        shuffle_buffer=data.shuffle_buffer,
+        seed=seed,
+        batches_per_epoch=data.batches_per_epoch,
+    )
+
+
+def epoch_batches(
+    plan: StreamPlan, data: DataSection, mode: str, rank: int, world_size: int, epoch: int, start_step: int = 0
+) -> Iterator[Batch]:
+    """One epoch of this rank's batches with the configured loader (webdataset DataLoader or Ray Data)."""
+    if data.loader == "ray_data":
+        from data_shards.stream.ray_loader import ray_batches
+
+        return ray_batches(plan, mode, rank, world_size, epoch, start_step)
+    return iter(make_dataloader(plan, mode, rank, world_size, data.num_workers, epoch, start_step))
+
+
+class TaskStream:
+    """Endless train batches of one plan for one rank; `position` (epoch, step in epoch) restores it exactly."""
+
+    def __init__(self, plan: StreamPlan, data: DataSection, rank: int, world_size: int):
+        self.plan, self.data, self.rank, self.world_size = plan, data, rank, world_size
+        self.epoch, self.step = 0, 0
+        self._it: Iterator[Batch] | None = None
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.step
+
+    def restore(self, position: tuple[int, int]) -> None:
+        self.epoch, self.step = int(position[0]), int(position[1])
+        self._it = None
+
+    def __iter__(self) -> TaskStream:
+        return self
+
+    def __next__(self) -> Batch:
+        for _ in range(2):  # a finished epoch starts the next one
+            if self._it is None:
+                self._it = epoch_batches(
+                    self.plan, self.data, "train", self.rank, self.world_size, self.epoch, self.step
+                )
+            batch = next(self._it, None)
+            if batch is not None:
+                self.step += 1
+                return batch
+            self.epoch, self.step, self._it = self.epoch + 1, 0, None
+        raise RuntimeError(f"an epoch of {self.plan.cfg.datasets or 'all datasets'} yielded no batch")

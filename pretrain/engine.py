@@ -1,0 +1,75 @@
+"""The model a config describes, the objective DeepSpeed wraps, and the DeepSpeed engine around them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from data_shards.stream.batch import Batch
+from pretrain.config import LossSection, PretrainConfig, merge
+from pretrain.data import ShardInfo
+from pretrain.losses import HeadTargets, force_heads, head_stats, multifidelity_loss
+from pretrain.models import PolyfidModel, build_model
+from pretrain.models.registry import build_backbone
+
+
+def build_polyfid_model(cfg: PretrainConfig, info: ShardInfo, levels: Sequence[str]) -> PolyfidModel:
+    """A fresh model: the configured backbone over the shards' elements, one head per level with its E0."""
+    settings = {"elements": info.elements, **cfg.model.settings}
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg.model.backbone, settings)
+    return build_model(backbone, {lv: info.level_stats.get(lv) for lv in levels}, cfg.model.normalize_heads)
+
+
+class TrainingObjective(nn.Module):
+    """engine(batch, targets) -> (loss, per-head error sums): the loss is computed inside the module DeepSpeed
+    wraps, because forces (autograd inside forward, double backward) must stay within the engine's forward."""
+
+    def __init__(self, model: PolyfidModel, loss: LossSection):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: Batch, targets: Sequence[HeadTargets]) -> tuple[torch.Tensor, torch.Tensor]:
+        wanted = force_heads(batch, targets)
+        out = self.model(batch, [t.name for t in targets], compute_forces=bool(wanted), force_heads=wanted)
+        loss = multifidelity_loss(
+            out, batch, targets, self.loss.hierarchicality_weight, energy_per_atom=self.loss.energy_per_atom
+        )
+        return loss, head_stats(out, batch, targets)
+
+
+def deepspeed_config(cfg: PretrainConfig) -> dict[str, Any]:
+    """The DeepSpeed JSON config of a run (`deepspeed.extra` is deep-merged last)."""
+    o, d = cfg.optim, cfg.deepspeed
+    generated: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,  # one atom-budget batch per micro-step
+        "gradient_accumulation_steps": o.grad_accum,
+        "optimizer": {
+            "type": "AdamW",
+            # torch_adam: DeepSpeed's fused/CPU Adam would compile for 70-100 s on first use
+            "params": {"lr": o.lr, "betas": list(o.betas), "weight_decay": o.weight_decay, "torch_adam": True},
+        },
+        "zero_optimization": {"stage": d.zero_stage},
+        "gradient_clipping": o.grad_clip or 0.0,
+        "bf16": {"enabled": d.precision == "bf16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return merge(generated, d.extra)
+
+
+def initialize_engine(objective: TrainingObjective, cfg: PretrainConfig, device: torch.device) -> Any:
+    import deepspeed
+
+    objective.to(device)
+    engine, *_ = deepspeed.initialize(
+        model=objective,
+        model_parameters=[p for p in objective.parameters() if p.requires_grad],
+        config=deepspeed_config(cfg),
+        dist_init_required=False,
+    )
+    return engine

@@ -1,0 +1,148 @@
+"""Launchers: a Ray Train TorchTrainer (local Ray or a cluster), or one rank under torchrun / deepspeed / srun.
+
+Both run the same `pretrain.trainer.train`. The Ray driver shows a progress bar from the run's progress file
+(rank 0 writes it), turns SIGTERM into the run's STOP file (workers save a checkpoint and return), and re-running
+the same command resumes from the latest checkpoint that Ray Train kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pretrain.config import PretrainConfig, validate_config
+from pretrain.runtime import RunContext, prepare_deepspeed
+from pretrain.trainer import STOP_FILE, train
+
+RAY_RUN_NAME = "ray"  # Ray Train's folder inside the run directory (checkpoints, restore state)
+
+
+class TrainingAborted(RuntimeError):
+    """The run stopped itself (e.g. too many non-finite losses); the message says why."""
+
+
+def run_rank(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
+    """One rank launched by torchrun / the deepspeed launcher / srun (or a lone process: rank 0 of 1)."""
+    prepare_deepspeed(cfg.scaling.use_gpu)
+    ctx = RunContext.from_env(cfg.scaling.use_gpu, cfg.run_dir, cfg.schedule.keep_checkpoints)
+    if ctx.is_main:
+        (cfg.run_dir / STOP_FILE).unlink(missing_ok=True)
+    ctx.barrier()
+    return _checked(train(cfg, ctx, show_progress))
+
+
+def ray_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker entry point."""
+    cfg = validate_config(config)
+    prepare_deepspeed(cfg.scaling.use_gpu)
+    train(cfg, RunContext.from_ray(cfg.scaling.use_gpu))
+
+
+def run_ray(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
+    """Drive a TorchTrainer of `scaling.num_workers` workers; returns the run's result."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # report() otherwise blocks up to ~2 s
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    s = cfg.scaling
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / STOP_FILE).unlink(missing_ok=True)
+    for stale in ("progress.json", "result.json"):
+        (cfg.run_dir / stale).unlink(missing_ok=True)
+    started = not ray.is_initialized()
+    if started:
+        if s.address:
+            ray.init(address=s.address, log_to_driver=True)
+        else:  # logical CPUs beyond the cores: Ray Data tasks must still find a slot beside the train workers
+            n_cpus = max(os.cpu_count() or 1, int(s.num_workers * s.cpus_per_worker) + 2)
+            ray.init(address="local", num_cpus=n_cpus, object_store_memory=256 * 2**20, include_dashboard=False)
+    trainer = TorchTrainer(
+        ray_worker,
+        train_loop_config=cfg.model_dump(mode="json"),
+        scaling_config=ScalingConfig(
+            num_workers=s.num_workers,
+            use_gpu=s.use_gpu,
+            resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})},
+            placement_strategy=s.placement_strategy,
+        ),
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=RAY_RUN_NAME,
+            storage_path=str(cfg.run_dir),
+            failure_config=FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.schedule.keep_checkpoints),
+        ),
+    )
+    errors: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # re-raised in the driver thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=fit, name="polyfid-fit", daemon=True)
+    previous = _stop_on_sigterm(cfg.run_dir)
+    try:
+        thread.start()
+        _follow(cfg.run_dir, cfg.optim.max_steps, thread, show_progress)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if started:
+            ray.shutdown()
+    if errors:
+        raise errors[0]
+    return _checked(_read_json(cfg.run_dir / "result.json"))
+
+
+def _stop_on_sigterm(run_dir: Path) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        (run_dir / STOP_FILE).touch()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _follow(run_dir: Path, max_steps: int, thread: threading.Thread, show: bool) -> None:
+    """Progress bar (steps, atoms/s, loss, ETA) from rank 0's progress file until training ends."""
+    with tqdm(total=max_steps, desc="pretrain", disable=not show, unit="step") as bar:
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            info = _read_json(run_dir / "progress.json")
+            if "step" in info:
+                bar.n = int(info["step"])
+                if "perf/atoms_per_s" in info:
+                    bar.set_postfix_str(f"loss {info['train/loss']:.4g}, {info['perf/atoms_per_s']:.0f} atoms/s")
+                bar.refresh()
+
+
+def _checked(result: dict[str, Any]) -> dict[str, Any]:
+    if result.get("status") == "aborted":
+        raise TrainingAborted(result.get("reason") or "training aborted")
+    return result
+
+
+def launch(cfg: PretrainConfig, launcher: str = "ray", show_progress: bool = True) -> dict[str, Any]:
+    if launcher == "ray":
+        return run_ray(cfg, show_progress)
+    if launcher == "torchrun":
+        return run_rank(cfg, show_progress)
+    raise ValueError(f"unknown launcher {launcher!r} (ray or torchrun)")

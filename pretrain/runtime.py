@@ -1,0 +1,91 @@
+"""Where a training process runs: its rank, device, checkpoint store, and the collectives the loop needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pretrain.checkpoints import CheckpointStore, FolderStore, RayStore
+
+
+def prepare_deepspeed(use_gpu: bool) -> None:
+    """Environment DeepSpeed needs before import: the CPU accelerator without a GPU, no shm op compile."""
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed.ops
+
+    # the CPU backend would compile (40-60 s on first use) a shared-memory op used only by inference_all_reduce
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+@dataclass
+class RunContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    store: CheckpointStore
+    launcher: str  # "ray" | "torchrun"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_ray(cls, use_gpu: bool) -> RunContext:
+        """Inside a Ray Train worker (the process group is already up)."""
+        import ray.train
+
+        ctx = ray.train.get_context()
+        rank, local = ctx.get_world_rank(), ctx.get_local_rank()
+        device = torch.device("cuda", local) if use_gpu else torch.device("cpu")
+        return cls(rank, ctx.get_world_size(), local, device, RayStore(rank), "ray")
+
+    @classmethod
+    def from_env(cls, use_gpu: bool, run_dir: Path, keep: int) -> RunContext:
+        """Launched by torchrun / the deepspeed launcher / srun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*):
+        starts the process group (NCCL on GPU, gloo on CPU); a lone process without those variables is rank 0 of 1."""
+        import deepspeed
+
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        if "MASTER_PORT" not in os.environ:
+            os.environ["MASTER_PORT"] = str(_free_port())
+        rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+        if use_gpu:
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+        device = torch.device("cuda", local) if use_gpu else torch.device("cpu")
+        return cls(rank, world, local, device, FolderStore(run_dir / "checkpoints", keep, rank), "torchrun")
+
+    def all_reduce(self, tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
+        """In-place all-reduce on the context's device (a no-op for one rank)."""
+        if self.world_size > 1:
+            moved = tensor.to(self.device)
+            dist.all_reduce(moved, op=op)
+            tensor.copy_(moved.to(tensor.device))
+        return tensor
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Logical OR of each flag over all ranks (one collective)."""
+        t = torch.tensor([float(f) for f in flags])
+        return [bool(v) for v in self.all_reduce(t, dist.ReduceOp.MAX).tolist()]
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,421 @@
+"""The training loop every launcher runs (Ray Train worker, torchrun rank, lone process): one `Trainer.run()`.
+
+Strategies share the loop; they differ in their tasks: `single` one task (the datasets labelled at one level,
+one head), `multifidelity` one task (every dataset, every head, loss only where labels exist), `reptile` one task
+per dataset or per level, drawn per outer step from the shared seed. Every position (step, each task's epoch
+and batch, schedule state, optimiser and masters) is in the checkpoint, and all randomness is a function of
+(seed, counters), so a resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from data_shards.atomic import atomic_write_bytes
+from data_shards.stream import StreamPlan
+from pretrain.config import LevelWeights, PretrainConfig, save_resolved
+from pretrain.data import ShardInfo, TaskStream, epoch_batches, stream_config
+from pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine
+from pretrain.losses import STAT_FIELDS, HeadTargets, metrics_from_stats
+from pretrain.package import save_package
+from pretrain.reptile import (
+    draw_task,
+    eps_at,
+    master_weights,
+    outer_update,
+    reset_optimizer_state,
+    task_weights,
+)
+from pretrain.runtime import RunContext
+from pretrain.schedule import LRSchedule
+from pretrain.tracking import Tracker, plot_learning_curves
+
+STOP_FILE = "STOP"  # created in the run directory (e.g. by the driver on SIGTERM): save and exit at the next step
+PACKAGE_NAME = "polyfid-pretrained.pt"
+CHECKPOINT_TAG = "state"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses: the run is aborted (the message names the batches)."""
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainConfig, ctx: RunContext, show_progress: bool = False):
+        self.cfg, self.ctx = cfg, ctx
+        self.run_dir = cfg.run_dir
+        self.info = ShardInfo.open(cfg.data.shard_dirs)
+        self.levels = self._trained_levels()
+        self.info.check_levels(self.levels)
+        self.targets = [HeadTargets(lv, self.info.level_names.index(lv), cfg.loss.weights(lv)) for lv in self.levels]
+        self.task_datasets = self._tasks()
+        self.streams = {
+            name: TaskStream(
+                StreamPlan.from_config(stream_config(cfg.data, cfg.seed, "train", datasets)),
+                cfg.data,
+                ctx.rank,
+                ctx.world_size,
+            )
+            for name, datasets in self.task_datasets.items()
+        }
+        sizes = {t: sum(self.info.samples.get((d, "train"), 0) for d in ds) for t, ds in self.task_datasets.items()}
+        self.task_probs = task_weights(sizes, cfg.strategy.reptile.task_ratios if self._reptile else None)
+        self.val_plan = self._val_plan()
+        model = build_polyfid_model(cfg, self.info, self.levels)
+        self.engine = initialize_engine(TrainingObjective(model, cfg.loss), cfg, ctx.device)
+        self.schedule = LRSchedule(cfg.optim)
+        self.tracker = Tracker(cfg.tracking, self.run_dir, enabled=ctx.is_main)
+        self.show_progress = show_progress and ctx.is_main
+        self.step = 0
+        self.nonfinite = 0
+        self.last_checkpoint = -1
+        self.last_validation = -1
+        self.stop_requested = False
+        self._window = self._new_window()
+
+    # ----- configuration -> tasks -----
+    @property
+    def _reptile(self) -> bool:
+        return self.cfg.strategy.kind == "reptile"
+
+    def _trained_levels(self) -> list[str]:
+        if self.cfg.strategy.kind == "single":
+            return [self.cfg.strategy.level]
+        return list(self.cfg.data.levels or self.info.level_names)
+
+    def _datasets(self) -> list[str]:
+        train = self.info.datasets("train")
+        chosen = self.cfg.data.datasets or train
+        missing = sorted(set(chosen) - set(train))
+        if missing:
+            raise ValueError(f"data.datasets {missing} have no train split in the shards (there: {train})")
+        labelled = set().union(*(self.info.labelled.get(lv, set()) for lv in self.levels))
+        return [d for d in chosen if d in labelled]
+
+    def _tasks(self) -> dict[str, list[str]]:
+        """Task name -> its datasets."""
+        datasets = self._datasets()
+        kind = self.cfg.strategy.kind
+        if kind == "single":
+            level = self.levels[0]
+            return {level: [d for d in datasets if d in self.info.labelled[level]]}
+        if kind == "multifidelity":
+            return {"all": datasets}
+        if self.cfg.strategy.reptile.task_kind == "dataset":
+            return {d: [d] for d in datasets}
+        return {lv: [d for d in datasets if d in self.info.labelled[lv]] for lv in self.levels}
+
+    def _task_targets(self, task: str) -> list[HeadTargets]:
+        """Heads and weights of a task: a level task trains only its level's head (the others weigh 0)."""
+        if self._reptile and self.cfg.strategy.reptile.task_kind == "level":
+            off = LevelWeights(energy=0.0, forces=0.0)
+            return [t if t.name == task else HeadTargets(t.name, t.level_index, off) for t in self.targets]
+        return self.targets
+
+    def _val_plan(self) -> StreamPlan | None:
+        trained = {d for ds in self.task_datasets.values() for d in ds}
+        val = [d for d in self.info.datasets("val") if d in trained]
+        if not val:
+            warnings.warn("no val split for the trained datasets: validation is skipped", RuntimeWarning, stacklevel=2)
+            return None
+        return StreamPlan.from_config(stream_config(self.cfg.data, self.cfg.seed, "val", val))
+
+    # ----- the loop -----
+    def run(self) -> dict[str, Any]:
+        """Train to optim.max_steps (or early stop / preemption); returns the run's result (also result.json)."""
+        cfg = self.cfg
+        if self.ctx.is_main:
+            save_resolved(cfg, self.run_dir / "config.resolved.yaml")
+        self._restore()
+        self.tracker.start(self.run_dir.name, cfg.model_dump(mode="json"), self._lineage())
+        previous = self._install_sigterm()
+        status, reason = "finished", ""
+        bar = tqdm(total=cfg.optim.max_steps, initial=self.step, desc="pretrain", disable=not self.show_progress)
+        try:
+            while self.step < cfg.optim.max_steps:
+                if self._at_boundary() and self.ctx.any(self._stop_wanted())[0]:
+                    status = "preempted"
+                    break
+                self._train_step()
+                bar.update(1)
+                if self.step % cfg.schedule.log_every == 0:
+                    bar.set_postfix_str(self._log())
+                if self._at_boundary() and self.step % cfg.schedule.val_every == 0:
+                    self._validate()
+                    if self.schedule.state.stop:
+                        status = "early_stopped"
+                        break
+                if self._at_boundary() and self.step % cfg.schedule.checkpoint_every == 0:
+                    self._checkpoint()
+        except NonFiniteLossError as exc:
+            status, reason = "aborted", str(exc)
+        finally:
+            bar.close()
+            self._restore_sigterm(previous)
+        return self._finish(status, reason)
+
+    def _at_boundary(self) -> bool:
+        return not self._reptile or self.step % self.cfg.strategy.reptile.inner_steps == 0
+
+    def _stop_wanted(self) -> bool:
+        return self.stop_requested or (self.run_dir / STOP_FILE).exists()
+
+    def _train_step(self) -> None:
+        """One optimiser step (grad_accum micro-batches); Reptile: begins/ends outer steps around it."""
+        rep = self.cfg.strategy.reptile
+        if self._reptile:
+            outer, inner = divmod(self.step, rep.inner_steps)
+            if inner == 0:
+                self._task = draw_task(self.task_probs, self.cfg.seed, outer)
+                self._anchor = master_weights(self.engine.module)
+                if rep.optimizer_state == "reset":
+                    reset_optimizer_state(self.engine.optimizer)
+            task = self._task
+        else:
+            task = next(iter(self.streams))
+        targets = self._task_targets(task)
+        lr = self.schedule.lr(self.step)
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = lr
+        done = 0
+        while done < self.cfg.optim.grad_accum:
+            t0 = time.perf_counter()
+            batch = next(self.streams[task]).to(self.ctx.device)
+            t1 = time.perf_counter()
+            self.engine.train()
+            loss, stats = self.engine(batch, targets)
+            finite = bool(torch.isfinite(loss))
+            if self.ctx.any(not finite)[0]:
+                self._skip(batch.ids if not finite else None)
+                continue
+            self.engine.backward(loss)
+            self.engine.step()
+            done += 1
+            w = self._window
+            w["wait"] += t1 - t0
+            w["atoms"] += batch.n_atoms_total
+            w["loss"] += float(loss.detach())
+            w["n"] += 1
+            w["stats"] += stats.detach().cpu()
+        self.step += 1
+        if self._reptile and self.step % rep.inner_steps == 0:
+            n_outer = self.cfg.optim.max_steps // rep.inner_steps
+            outer_update(self.engine.module, self._anchor, eps_at(rep, self.step // rep.inner_steps - 1, n_outer))
+            self._anchor = []
+
+    def _skip(self, ids: list[str] | None) -> None:
+        """A non-finite loss on some rank (`ids`: this rank's batch, if it is the one): no update, counted."""
+        self.nonfinite += 1
+        where = "a batch on another rank" if ids is None else f"batch {ids[:4]}{'...' if len(ids) > 4 else ''}"
+        msg = f"step {self.step}: non-finite loss on {where}; skipped ({self.nonfinite} so far)"
+        if self.ctx.is_main:
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        if self.nonfinite > self.cfg.optim.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{msg}: more than optim.max_nonfinite={self.cfg.optim.max_nonfinite} non-finite losses, aborting. "
+                "Check the data (polyfid shards inspect) and lower optim.lr."
+            )
+
+    def _new_window(self) -> dict[str, Any]:
+        return {
+            "t0": time.perf_counter(),
+            "wait": 0.0,
+            "atoms": 0,
+            "loss": 0.0,
+            "n": 0,
+            "stats": torch.zeros(len(self.targets), len(STAT_FIELDS), dtype=torch.float64),
+        }
+
+    def _log(self) -> str:
+        """Reduce the window's train metrics over ranks, log them (rank 0) and start a new window."""
+        w, self._window = self._window, self._new_window()
+        wall = max(time.perf_counter() - w["t0"], 1e-9)
+        stats = self.ctx.all_reduce(w["stats"].clone())
+        totals = self.ctx.all_reduce(torch.tensor([w["loss"], w["n"], w["atoms"], w["wait"] / wall]))
+        loss, n, atoms, wait_frac = totals.tolist()
+        metrics = {
+            "train/loss": loss / max(n, 1),
+            "perf/atoms_per_s": atoms / wall,
+            "perf/atoms_per_s_per_worker": atoms / wall / self.ctx.world_size,
+            "perf/data_wait_fraction": wait_frac / self.ctx.world_size,
+            "lr": self.schedule.lr(self.step - 1),
+            "nonfinite_skipped": float(self.nonfinite),
+            **metrics_from_stats(stats, [t.name for t in self.targets], "train"),
+        }
+        if self._reptile:
+            rep = self.cfg.strategy.reptile
+            n_outer = self.cfg.optim.max_steps // rep.inner_steps
+            metrics["reptile/eps"] = eps_at(rep, (self.step - 1) // rep.inner_steps, n_outer)
+        self.tracker.log_metrics(metrics, self.step)
+        self._write_progress(metrics)
+        return f"loss {metrics['train/loss']:.4g}, {metrics['perf/atoms_per_s']:.0f} atoms/s"
+
+    def _write_progress(self, metrics: dict[str, float], status: str = "running") -> None:
+        if self.ctx.is_main:
+            info = {"step": self.step, "max_steps": self.cfg.optim.max_steps, "status": status, **metrics}
+            atomic_write_bytes(self.run_dir / "progress.json", json.dumps(info).encode())
+
+    def _validate(self) -> dict[str, float]:
+        """Every val structure once across ranks; per-head energy/force MAE and RMSE; feeds plateau/early stop."""
+        self.last_validation = self.step
+        if self.val_plan is None:
+            return {}
+        module = self.engine.module
+        module.eval()
+        stats = torch.zeros(len(self.targets), len(STAT_FIELDS), dtype=torch.float64)
+        batches = epoch_batches(self.val_plan, self.cfg.data, "eval", self.ctx.rank, self.ctx.world_size, 0)
+        with torch.no_grad():
+            for batch in batches:
+                _, s = module(batch.to(self.ctx.device), self.targets)
+                stats += s.cpu()
+        module.train()
+        self.ctx.all_reduce(stats)  # once, after the loop: ranks may hold different batch counts
+        names = [t.name for t in self.targets]
+        metrics = metrics_from_stats(stats, names, "val")
+        metrics["val/loss"] = self._val_loss(metrics)
+        self.schedule.observe(metrics["val/loss"])
+        metrics["lr_plateau_factor"] = self.schedule.state.factor
+        self.tracker.log_metrics(metrics, self.step)
+        return metrics
+
+    def _val_loss(self, metrics: dict[str, float]) -> float:
+        """The monitored value: the training loss' weighted (RMSE + MAE) terms on the val split."""
+        total = 0.0
+        for t in self.targets:
+            for kind, weight in (("energy", t.weights.energy), ("forces", t.weights.forces)):
+                if weight > 0 and f"val/{t.name}/{kind}_mae" in metrics:
+                    total += weight * (metrics[f"val/{t.name}/{kind}_mae"] + metrics[f"val/{t.name}/{kind}_rmse"])
+        return total
+
+    # ----- checkpoints -----
+    def _client_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "positions": {name: list(s.position) for name, s in self.streams.items()},
+            "schedule": self.schedule.state_dict(),
+            "nonfinite": self.nonfinite,
+            "last_validation": self.last_validation,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _checkpoint(self) -> None:
+        state = self._client_state()
+
+        def write(folder: Path) -> None:
+            self.engine.save_checkpoint(str(folder), tag=CHECKPOINT_TAG, client_state={"polyfid": state})
+
+        self.ctx.store.save(self.step, write, {"train_step": float(self.step)})
+        self.last_checkpoint = self.step
+
+    def _restore(self) -> None:
+        with self.ctx.store.latest() as folder:
+            if folder is None:
+                return
+            _, client = self.engine.load_checkpoint(
+                str(folder), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
+            )
+        if not client or "polyfid" not in client:
+            raise RuntimeError(f"{folder}: not a polyfid training checkpoint (no polyfid client state)")
+        state = client["polyfid"]
+        self.step = self.last_checkpoint = int(state["step"])
+        for name, pos in state["positions"].items():
+            if name not in self.streams:
+                raise RuntimeError(f"{folder}: checkpoint task {name!r} is not a task of this config")
+            self.streams[name].restore(tuple(pos))
+        self.schedule.load_state_dict(state["schedule"])
+        self.nonfinite = int(state["nonfinite"])
+        self.last_validation = int(state["last_validation"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.ctx.is_main:
+            print(f"polyfid: resumed from {folder} at step {self.step}", flush=True)
+
+    # ----- the end -----
+    def _finish(self, status: str, reason: str) -> dict[str, Any]:
+        result: dict[str, Any] = {"status": status, "step": self.step, "reason": reason}
+        if status != "aborted":
+            if self.last_validation != self.step and status != "preempted":
+                self._validate()
+            if self.last_checkpoint != self.step:
+                self._checkpoint()
+        if status in ("finished", "early_stopped"):
+            result.update(self._export())
+        if self.ctx.is_main:
+            curves = plot_learning_curves(self.tracker.metrics_path, self.run_dir / "plots" / "learning_curves.png")
+            if curves:
+                self.tracker.log_artifact(curves, "plots")
+            self.tracker.end("FAILED" if status == "aborted" else "FINISHED")
+            self._write_progress({}, status)
+            atomic_write_bytes(self.run_dir / "result.json", json.dumps(result, indent=1).encode())
+        return result
+
+    def _lineage(self) -> dict[str, str]:
+        from pretrain.package import git_commit
+
+        git = git_commit() or {}
+        return {
+            "polyfid.strategy": self.cfg.strategy.kind,
+            "polyfid.data_manifest_sha256": self.info.fingerprint,
+            "polyfid.git_commit": str(git.get("git_commit", "unknown")),
+            "polyfid.git_dirty": str(git.get("git_dirty", "unknown")),
+            "polyfid.levels": ",".join(self.levels),
+        }
+
+    def _export(self) -> dict[str, Any]:
+        """Consolidated fp32 weights (from DeepSpeed's masters) -> model package -> MLflow registry."""
+        values = master_weights(self.engine.module)  # collective: every rank
+        if not self.ctx.is_main:
+            return {}
+        live = self.engine.module.model
+        names = [n for n, p in live.named_parameters() if p.requires_grad]
+        state = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in live.state_dict().items()}
+        state.update({n: v.cpu() for n, v in zip(names, values, strict=True)})
+        model = build_polyfid_model(self.cfg, self.info, self.levels)
+        model.load_state_dict(state)
+        path = save_package(
+            self.run_dir / "model" / PACKAGE_NAME,
+            model,
+            provenance={
+                "data_manifest_sha256": self.info.fingerprint,
+                "config": self.cfg.model_dump(mode="json"),
+                "step": self.step,
+                "mlflow_run_id": self.tracker.run_id,
+            },
+        )
+        self.tracker.log_artifact(path, "package")
+        self.tracker.log_artifact(self.run_dir / "config.resolved.yaml", "config")
+        version = None
+        if self.cfg.tracking.registered_model:
+            version = self.tracker.register(self.cfg.tracking.registered_model, "package", self._lineage())
+        return {"package": str(path), "registered_model": self.cfg.tracking.registered_model, "version": version}
+
+    # ----- signals -----
+    def _install_sigterm(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None  # e.g. a Ray Train worker thread: preemption comes through the STOP file
+
+        def handler(signum: int, frame: Any) -> None:
+            self.stop_requested = True
+
+        return signal.signal(signal.SIGTERM, handler)
+
+    @staticmethod
+    def _restore_sigterm(previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def train(cfg: PretrainConfig, ctx: RunContext, show_progress: bool = False) -> dict[str, Any]:
+    """Build the trainer and run it; the DeepSpeed engine is torn down afterwards."""
+    trainer = Trainer(cfg, ctx, show_progress)
+    try:
+        return trainer.run()
+    finally:
+        trainer.engine.destroy()
