@@ -10,6 +10,7 @@ and batch, schedule state, optimiser and masters) is in the checkpoint, and all 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -134,6 +135,9 @@ class Trainer:
         cfg = self.cfg
         if self.ctx.is_main:
             save_resolved(cfg, self.run_dir / "config.resolved.yaml")
+        pid_file = self.run_dir / "workers" / f"rank-{self.ctx.rank}.pid"  # for operators (and the kill test)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(str(os.getpid()))
         self._restore()
         self.tracker.start(self.run_dir.name, cfg.model_dump(mode="json"), self._lineage())
         previous = self._install_sigterm()

@@ -1,0 +1,59 @@
+"""PretrainConfig: YAML + overlays + --set overrides, defaults, and errors that name the file and the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pretrain.config import ConfigError, apply_overrides, load_config
+
+
+def _write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def base(tmp_path):
+    return _write(tmp_path / "base.yaml", {"run_dir": "runs/x", "data": {"shard_dirs": ["shards"]}})
+
+
+def test_paths_resolve_against_the_file_and_defaults_fill_in(base, tmp_path):
+    cfg = load_config(base)
+    assert cfg.run_dir == (tmp_path / "runs/x").resolve()
+    assert cfg.data.shard_dirs == [tmp_path / "shards"]
+    assert cfg.strategy.kind == "multifidelity" and cfg.deepspeed.zero_stage == 1
+
+
+def test_overlays_merge_and_set_overrides_win(base, tmp_path):
+    overlay = _write(tmp_path / "zero2.yaml", {"deepspeed": {"zero_stage": 2}, "optim": {"lr": 1e-4}})
+    cfg = load_config([base, overlay], ["optim.lr=3e-4", "data.levels=[gfn2-xtb]", "strategy.kind=reptile"])
+    assert cfg.deepspeed.zero_stage == 2 and cfg.optim.lr == 3e-4
+    assert cfg.data.levels == ["gfn2-xtb"] and cfg.strategy.kind == "reptile"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=-1", "optim.lr"),
+        ("deepspeed.zero_stage=3", "deepspeed.zero_stage"),
+        ("strategy.kind=single", "strategy.level"),
+        ("optim.bogus=1", "optim.bogus"),
+        ("strategy.kind=reptile", "multiple of strategy.reptile.inner_steps"),
+    ],
+)
+def test_bad_values_name_the_file_and_key(base, override, message):
+    extra = ["schedule.val_every=7"] if "reptile" in override else []
+    with pytest.raises(ConfigError, match=r"base\.yaml") as err:
+        load_config(base, [override, *extra])
+    assert message in str(err.value)
+
+
+def test_bad_override_syntax_and_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["optim.lr"])
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [1,")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
