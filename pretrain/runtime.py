@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class RunContext:
     device: torch.device
     store: CheckpointStore
     launcher: str  # "ray" | "torchrun"
+    node: str = ""  # Ray node id, or the host name
 
     @property
     def is_main(self) -> bool:
@@ -43,7 +45,8 @@ class RunContext:
         ctx = ray.train.get_context()
         rank, local = ctx.get_world_rank(), ctx.get_local_rank()
         device = torch.device("cuda", local) if use_gpu else torch.device("cpu")
-        return cls(rank, ctx.get_world_size(), local, device, RayStore(rank), "ray")
+        node = ray.get_runtime_context().get_node_id()
+        return cls(rank, ctx.get_world_size(), local, device, RayStore(rank), "ray", node)
 
     @classmethod
     def from_env(cls, use_gpu: bool, run_dir: Path, keep: int) -> RunContext:
@@ -63,7 +66,8 @@ class RunContext:
         if not dist.is_initialized():
             deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
         device = torch.device("cuda", local) if use_gpu else torch.device("cpu")
-        return cls(rank, world, local, device, FolderStore(run_dir / "checkpoints", keep, rank), "torchrun")
+        store = FolderStore(run_dir / "checkpoints", keep, rank)
+        return cls(rank, world, local, device, store, "torchrun", socket.gethostname())
 
     def all_reduce(self, tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
         """In-place all-reduce on the context's device (a no-op for one rank)."""
@@ -84,8 +88,6 @@ class RunContext:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

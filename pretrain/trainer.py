@@ -135,11 +135,12 @@ class Trainer:
         cfg = self.cfg
         if self.ctx.is_main:
             save_resolved(cfg, self.run_dir / "config.resolved.yaml")
-        pid_file = self.run_dir / "workers" / f"rank-{self.ctx.rank}.pid"  # for operators (and the kill test)
-        pid_file.parent.mkdir(parents=True, exist_ok=True)
-        pid_file.write_text(str(os.getpid()))
+        where = {"pid": os.getpid(), "node": self.ctx.node, "launcher": self.ctx.launcher}  # for operators
+        atomic_write_bytes(self.run_dir / "workers" / f"rank-{self.ctx.rank}.json", json.dumps(where).encode())
         self._restore()
         self.tracker.start(self.run_dir.name, cfg.model_dump(mode="json"), self._lineage())
+        if self.step == 0:
+            self._validate()  # the untrained model: the learning curve's first point
         previous = self._install_sigterm()
         status, reason = "finished", ""
         bar = tqdm(total=cfg.optim.max_steps, initial=self.step, desc="pretrain", disable=not self.show_progress)

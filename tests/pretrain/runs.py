@@ -28,9 +28,9 @@ BASE: dict[str, Any] = {
     },
     "model": {
         "backbone": "hipnn",
-        "settings": {"n_features": 16, "n_sensitivities": 8, "n_interactions": 2, "n_atom_layers": 1},
+        "settings": {"n_features": 32, "n_sensitivities": 16, "n_interactions": 2, "n_atom_layers": 1},
     },
-    "optim": {"lr": 3e-3, "max_steps": 30, "warmup_steps": 0, "decay": "none", "grad_clip": 10.0},
+    "optim": {"lr": 5e-3, "max_steps": 30, "warmup_steps": 0, "decay": "none", "grad_clip": 10.0},
     "deepspeed": {"zero_stage": 1},
     "schedule": {"val_every": 10, "log_every": 5, "checkpoint_every": 10, "keep_checkpoints": 2},
     "tracking": {"system_metrics": False},

@@ -1,0 +1,93 @@
+"""Ray Train launcher for real: a worker SIGKILLed mid-run is replaced and training finishes from the last
+checkpoint; a 2-node Ray cluster (two raylets on loopback) runs a 2-worker pretrain that registers its model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pretrain.runs import BIN, ENV, result, run, write_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def _worker_info(run_dir: Path, rank: int) -> dict:
+    path = run_dir / "workers" / f"rank-{rank}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def test_killed_worker_is_replaced_and_training_finishes(demo_shards, tmp_path):
+    run_dir = tmp_path / "kill"
+    config = write_config(
+        run_dir, demo_shards, optim={"max_steps": 60}, schedule={"val_every": 20, "checkpoint_every": 10}
+    )
+    cmd = [str(BIN / "polyfid"), "pretrain", str(config), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not list((run_dir / "ray").glob("checkpoint_*")):
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.2)
+    victim = _worker_info(run_dir, 1)["pid"]
+    os.kill(victim, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-4000:]
+    res = result(run_dir)
+    assert res["status"] == "finished" and res["step"] == 60 and res["version"] == "1", res
+    assert _worker_info(run_dir, 1)["pid"] != victim  # a new worker took rank 1
+    assert "resumed from" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_node(*args: str) -> subprocess.Popen:
+    cmd = [str(BIN / "ray"), "start", *args, "--num-cpus=2", "--object-store-memory=100000000", "--block",
+           "--disable-usage-stats"]  # fmt: skip
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _alive_nodes(address: str) -> int:
+    code = (
+        f"import ray; ray.init(address='{address}', log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
+
+
+def test_two_node_ray_cluster_runs_and_registers(demo_shards, tmp_path):
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    nodes = [_ray_node("--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false")]
+    try:
+        time.sleep(3)
+        nodes.append(_ray_node(f"--address={address}", "--node-ip-address=127.0.0.1"))
+        deadline = time.monotonic() + 120
+        while _alive_nodes(address) < 2:
+            assert time.monotonic() < deadline, "the 2-node cluster did not come up"
+            time.sleep(2)
+        run_dir = tmp_path / "cluster"
+        config = write_config(run_dir, demo_shards, optim={"max_steps": 20}, data={"loader": "ray_data"},
+                              scaling={"placement_strategy": "STRICT_SPREAD"})  # fmt: skip
+        run([str(BIN / "polyfid"), "pretrain", str(config), "--address", address, "--no-progress"], timeout=600)
+        res = result(run_dir)
+        assert res["status"] == "finished" and res["version"] == "1", res
+        assert _worker_info(run_dir, 0)["node"] != _worker_info(run_dir, 1)["node"]  # one worker per node
+    finally:
+        for node in reversed(nodes):  # only the processes this test started
+            try:
+                os.killpg(node.pid, signal.SIGTERM)
+                node.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(node.pid, signal.SIGKILL)
