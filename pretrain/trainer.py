@@ -79,6 +79,7 @@ class Trainer:
         self.nonfinite = 0
         self.last_checkpoint = -1
         self.last_validation = -1
+        self.resumed_from: int | None = None
         self.stop_requested = False
         self._window = self._new_window()
 
@@ -330,7 +331,7 @@ class Trainer:
         if not client or "polyfid" not in client:
             raise RuntimeError(f"{folder}: not a polyfid training checkpoint (no polyfid client state)")
         state = client["polyfid"]
-        self.step = self.last_checkpoint = int(state["step"])
+        self.step = self.last_checkpoint = self.resumed_from = int(state["step"])
         for name, pos in state["positions"].items():
             if name not in self.streams:
                 raise RuntimeError(f"{folder}: checkpoint task {name!r} is not a task of this config")
@@ -344,7 +345,12 @@ class Trainer:
 
     # ----- the end -----
     def _finish(self, status: str, reason: str) -> dict[str, Any]:
-        result: dict[str, Any] = {"status": status, "step": self.step, "reason": reason}
+        result: dict[str, Any] = {
+            "status": status,
+            "step": self.step,
+            "reason": reason,
+            "resumed_from": self.resumed_from,
+        }
         if status != "aborted":
             if self.last_validation != self.step and status != "preempted":
                 self._validate()
