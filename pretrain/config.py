@@ -33,6 +33,7 @@ class DataSection(_Section):
     batches_per_epoch: int | None = Field(default=None, gt=0)
     loader: Literal["webdataset", "ray_data"] = "webdataset"
     num_workers: int = Field(default=0, ge=0)  # DataLoader workers per rank (webdataset loader)
+    prefetch: int = Field(default=4, ge=0)  # batches read ahead per task by a background thread (0: none)
     val_max_atoms: int | None = Field(default=None, gt=0)  # default: max_atoms
 
     @model_validator(mode="after")

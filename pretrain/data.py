@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from data_shards.manifest import MANIFEST_NAME, LevelStats, Manifest
 from data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
@@ -92,33 +95,87 @@ def epoch_batches(
 
 
 class TaskStream:
-    """Endless train batches of one plan for one rank; `position` (epoch, step in epoch) restores it exactly."""
+    """Endless train batches of one plan for one rank; `position` (epoch, step in epoch) restores it exactly.
+
+    With `prefetch` > 0 a background thread reads ahead (across epoch boundaries, where a new epoch's loader
+    starts) into a bounded queue, so the training step rarely waits; `position` counts consumed batches only.
+    """
 
     def __init__(self, plan: StreamPlan, data: DataSection, rank: int, world_size: int):
         self.plan, self.data, self.rank, self.world_size = plan, data, rank, world_size
         self.epoch, self.step = 0, 0
-        self._it: Iterator[Batch] | None = None
+        self._reader: _Prefetcher | None = None
 
     @property
     def position(self) -> tuple[int, int]:
         return self.epoch, self.step
 
     def restore(self, position: tuple[int, int]) -> None:
+        self.close()
         self.epoch, self.step = int(position[0]), int(position[1])
-        self._it = None
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.stop()
+            self._reader = None
 
     def __iter__(self) -> TaskStream:
         return self
 
     def __next__(self) -> Batch:
-        for _ in range(2):  # a finished epoch starts the next one
-            if self._it is None:
-                self._it = epoch_batches(
-                    self.plan, self.data, "train", self.rank, self.world_size, self.epoch, self.step
-                )
-            batch = next(self._it, None)
-            if batch is not None:
-                self.step += 1
-                return batch
-            self.epoch, self.step, self._it = self.epoch + 1, 0, None
-        raise RuntimeError(f"an epoch of {self.plan.cfg.datasets or 'all datasets'} yielded no batch")
+        if self._reader is None:
+            self._reader = _Prefetcher(self._batches(self.epoch, self.step), self.data.prefetch)
+        epoch, step, batch = self._reader.get()
+        self.epoch, self.step = epoch, step
+        return batch
+
+    def _batches(self, epoch: int, step: int) -> Iterator[tuple[int, int, Batch]]:
+        """(epoch, step in epoch after this batch, batch), endlessly from a position."""
+        while True:
+            produced = False
+            for batch in epoch_batches(self.plan, self.data, "train", self.rank, self.world_size, epoch, step):
+                step += 1
+                produced = True
+                yield epoch, step, batch
+            if not produced and step == 0:
+                raise RuntimeError(f"an epoch of {self.plan.cfg.datasets or 'all datasets'} yielded no batch")
+            epoch, step = epoch + 1, 0
+
+
+class _Prefetcher:
+    """Runs an iterator in a daemon thread, `depth` items ahead (0: in the caller's thread); errors re-raise."""
+
+    def __init__(self, items: Iterator, depth: int):
+        self.items, self.depth = items, depth
+        if depth > 0:
+            self.queue: queue.Queue = queue.Queue(maxsize=depth)
+            self.halt = threading.Event()
+            self.thread = threading.Thread(target=self._fill, name="polyfid-prefetch", daemon=True)
+            self.thread.start()
+
+    def _fill(self) -> None:
+        try:
+            for item in self.items:
+                while not self.halt.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self.halt.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer
+            self.queue.put(exc)
+
+    def get(self) -> Any:
+        if self.depth == 0:
+            return next(self.items)
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        if self.depth > 0:
+            self.halt.set()
+            self.thread.join(timeout=5)

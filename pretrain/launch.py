@@ -58,11 +58,13 @@ def run_ray(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
         (cfg.run_dir / stale).unlink(missing_ok=True)
     started = not ray.is_initialized()
     if started:
+        # worker logs stay in Ray's session logs (the driver shows progress; failures come back as exceptions)
         if s.address:
-            ray.init(address=s.address, log_to_driver=True)
+            ray.init(address=s.address, log_to_driver=False)
         else:  # logical CPUs beyond the cores: Ray Data tasks must still find a slot beside the train workers
             n_cpus = max(os.cpu_count() or 1, int(s.num_workers * s.cpus_per_worker) + 2)
-            ray.init(address="local", num_cpus=n_cpus, object_store_memory=256 * 2**20, include_dashboard=False)
+            ray.init(address="local", num_cpus=n_cpus, object_store_memory=256 * 2**20, include_dashboard=False,
+                     log_to_driver=False)  # fmt: skip
     trainer = TorchTrainer(
         ray_worker,
         train_loop_config=cfg.model_dump(mode="json"),
@@ -122,10 +124,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _follow(run_dir: Path, max_steps: int, thread: threading.Thread, show: bool) -> None:
     """Progress bar (steps, atoms/s, loss, ETA) from rank 0's progress file until training ends."""
+    resumed = None
     with tqdm(total=max_steps, desc="pretrain", disable=not show, unit="step") as bar:
         while thread.is_alive():
             thread.join(timeout=1.0)
             info = _read_json(run_dir / "progress.json")
+            if info.get("resumed_from") not in (None, resumed):
+                resumed = info["resumed_from"]
+                tqdm.write(f"polyfid: workers resumed from the checkpoint of step {resumed}")
             if "step" in info:
                 bar.n = int(info["step"])
                 if "perf/atoms_per_s" in info:

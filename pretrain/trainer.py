@@ -266,7 +266,8 @@ class Trainer:
 
     def _write_progress(self, metrics: dict[str, float], status: str = "running") -> None:
         if self.ctx.is_main:
-            info = {"step": self.step, "max_steps": self.cfg.optim.max_steps, "status": status, **metrics}
+            info = {"step": self.step, "max_steps": self.cfg.optim.max_steps, "status": status,
+                    "resumed_from": self.resumed_from, **metrics}  # fmt: skip
             atomic_write_bytes(self.run_dir / "progress.json", json.dumps(info).encode())
 
     def _validate(self) -> dict[str, float]:
@@ -429,4 +430,6 @@ def train(cfg: PretrainConfig, ctx: RunContext, show_progress: bool = False) -> 
     try:
         return trainer.run()
     finally:
+        for stream in trainer.streams.values():
+            stream.close()
         trainer.engine.destroy()

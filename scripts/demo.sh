@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # polyfid's main job on a fresh machine: set up/reuse the local venv, then build, verify and inspect the demo shards
-# from the project's own QM corpus (data_shards/demo_corpus). Output goes to ${POLYFID_RUN_DIR:-runs/demo}.
+# from the project's own QM corpus (data_shards/demo_corpus), then pretrain on them. Output: ${POLYFID_RUN_DIR:-runs/demo}.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$(bash "$root/scripts/env.sh")
 run_dir=${POLYFID_RUN_DIR:-$root/runs/demo}
-export RAY_USAGE_STATS_ENABLED=0
+export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 polyfid="$venv/bin/polyfid"
 "$polyfid" shards build "$root/data_shards/demo_corpus/sources.yaml" --out "$run_dir/shards"
 "$polyfid" shards verify "$run_dir/shards"
 "$polyfid" shards inspect "$run_dir/shards"
+# pretrain (multi-fidelity, 2 Ray workers) on the xTB MD + B3LYP subset; ethanol, the fine-tuning target, is left out
+"$polyfid" pretrain "$root/pretrain/configs/demo.yaml" --set "run_dir=$run_dir/pretrain" \
+  --set "data.shard_dirs=[$run_dir/shards]"
+echo "MLflow UI: $venv/bin/mlflow ui --backend-store-uri sqlite:///$run_dir/pretrain/mlflow.db"
+echo "learning curves: $run_dir/pretrain/plots/learning_curves.png"

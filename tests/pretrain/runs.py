@@ -78,3 +78,26 @@ def val_losses(run_dir: Path) -> list[float]:
 def package_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     raw = torch.load(run_dir / "model" / "polyfid-pretrained.pt", weights_only=True)
     return {k: v for k, v in raw["state_dict"].items() if isinstance(v, torch.Tensor)}
+
+
+def spawn_ranks(worker, world: int, out: Path, timeout: float = 150) -> list[dict]:
+    """Run `worker(rank, port, out_dir)` on `world` spawned ranks; each saves `out/rank{r}.pt`, returned in order."""
+    import time
+
+    import pytest
+
+    from pretrain.runtime import free_port
+
+    ctx = torch.multiprocessing.start_processes(
+        worker, args=(free_port(), str(out)), nprocs=world, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not ctx.join(timeout=1):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{world} ranks did not finish within {timeout} s (hang?)")
+    finally:
+        for p in ctx.processes:  # only the ranks this test started
+            if p.is_alive():
+                p.kill()
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -57,3 +59,17 @@ def test_bad_override_syntax_and_unreadable_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [1,")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_shipped_configs_validate():
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "pretrain" / "configs" / "demo.yaml")
+    assert cfg.strategy.kind == "multifidelity" and cfg.scaling.num_workers == 2
+
+
+def test_cli_reports_a_bad_config_and_exits_2(base, capsys):
+    from data_shards.cli import main
+
+    assert main(["pretrain", str(base), "--set", "optim.max_steps=0"]) == 2
+    err = capsys.readouterr().err
+    assert "base.yaml" in err and "optim.max_steps" in err

@@ -8,13 +8,13 @@ force training, see /work/shared/notes/stack-on-cpu.md).
 from __future__ import annotations
 
 import os
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+
+from tests.pretrain.runs import spawn_ranks
 
 STAGES = (1, 2)
 N_STEPS = 4
@@ -97,29 +97,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     pytest.importorskip("deepspeed")
-    out = tmp_path_factory.mktemp("deepspeed")
-    ctx = torch.multiprocessing.start_processes(
-        _worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while not ctx.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail(f"DeepSpeed ranks did not finish within {TIMEOUT_S} s (hang?)")
-    finally:
-        for p in ctx.processes:  # only the ranks this test started
-            if p.is_alive():
-                p.kill()
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return spawn_ranks(_worker, WORLD, tmp_path_factory.mktemp("deepspeed"), TIMEOUT_S)
 
 
 @pytest.mark.slow

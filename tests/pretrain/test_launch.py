@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pretrain.runtime import free_port
 from tests.pretrain.runs import BIN, ENV, result, run, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -53,12 +53,6 @@ def test_killed_worker_is_replaced_and_training_finishes(demo_shards, tmp_path):
     assert 0 < res["resumed_from"] < 60, res  # the restarted group continued from a checkpoint
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ray_node(*args: str) -> subprocess.Popen:
     cmd = [str(BIN / "ray"), "start", *args, "--num-cpus=2", "--object-store-memory=100000000", "--block",
            "--disable-usage-stats"]  # fmt: skip
@@ -74,7 +68,7 @@ def _alive_nodes(address: str) -> int:
 
 
 def test_two_node_ray_cluster_runs_and_registers(demo_shards, tmp_path):
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     nodes = [_ray_node("--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false")]
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from torch import nn
 
 from pretrain.config import ReptileSection
 from pretrain.reptile import draw_task, eps_at, outer_update, reset_optimizer_state, task_weights
+from tests.pretrain.runs import spawn_ranks
 
 WORLD = 2
 STAGES = (0, 1, 2)
@@ -95,23 +95,8 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    from tests.pretrain.test_deepspeed import _free_port
-
-    out = tmp_path_factory.mktemp("reptile")
-    ctx = torch.multiprocessing.start_processes(
-        _worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 150
-    try:
-        while not ctx.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail("DeepSpeed ranks did not finish within 150 s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+def ranks(tmp_path_factory) -> list[dict]:
+    return spawn_ranks(_worker, WORLD, tmp_path_factory.mktemp("reptile"), 150)
 
 
 @pytest.mark.slow

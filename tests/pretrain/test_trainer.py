@@ -105,3 +105,12 @@ def test_non_finite_losses_are_skipped_then_abort_with_a_clear_message(demo_shar
     assert "non-finite loss" in proc.stderr and "optim.max_nonfinite=3" in proc.stderr
     res = result(run_dir)
     assert res["status"] == "aborted" and "batch" in res["reason"]
+
+
+def test_early_stopping_ends_the_run_and_still_exports(demo_shards, tmp_path):
+    """A learning rate too small to improve the validation loss: patience 2 stops the run at the 2nd validation."""
+    run_dir = tmp_path / "early"
+    config = write_config(run_dir, demo_shards, optim={"lr": 1e-12, "early_stopping_patience": 2, "max_steps": 100})
+    run(pretrain_cmd(config))
+    res = result(run_dir)
+    assert res["status"] == "early_stopped" and res["step"] == 20 and res["version"] == "1", res
