@@ -83,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_pretrain")
+    parser.add_argument("--only", nargs="*", help="run only the rows whose name contains one of these")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load((ROOT / "pretrain" / "configs" / "demo.yaml").read_text())
@@ -109,6 +110,8 @@ def main() -> None:
         "Ray, 2 workers, Ray Data": ["scaling.num_workers=2", "data.loader=ray_data"],
     }
     for name, overrides in runs.items():
+        if args.only and not any(word in name for word in args.only):
+            continue
         r = ray_run(config, args.out, name.replace(", ", "_").replace(" ", "-"), overrides)
         per = r["atoms_per_s_per_worker"]
         print(row(name, f"{r['atoms_per_s']:.0f}", f"{per:.0f}", f"{per / baseline:.2f}",

@@ -12,7 +12,7 @@ from typing import Any
 
 from data_shards.manifest import MANIFEST_NAME, LevelStats, Manifest
 from data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
-from pretrain.config import ConfigError, DataSection
+from pretrain.config import ConfigError, DataSection, PretrainConfig
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,32 @@ class ShardInfo:
         unlabelled = [lv for lv in levels if not self.labelled.get(lv)]
         if unlabelled:
             raise ConfigError(f"levels {unlabelled} have no train labels in the shards")
+
+
+def plan_tasks(cfg: PretrainConfig, info: ShardInfo) -> tuple[list[str], dict[str, list[str]]]:
+    """(levels trained = the model's heads, task name -> its datasets), checked against the shards.
+
+    `single`: one task, the datasets labelled at its level; `multifidelity`: one task, every dataset labelled at a
+    trained level; `reptile`: one task per such dataset, or per level (the datasets labelled at it)."""
+    kind = cfg.strategy.kind
+    levels = [cfg.strategy.level] if kind == "single" else list(cfg.data.levels or info.level_names)
+    info.check_levels(levels)
+    train = info.datasets("train")
+    chosen = cfg.data.datasets or train
+    missing = sorted(set(chosen) - set(train))
+    if missing:
+        raise ConfigError(f"data.datasets {missing} have no train split in the shards (datasets there: {train})")
+    labelled = set().union(*(info.labelled[lv] for lv in levels))
+    datasets = [d for d in chosen if d in labelled]
+    if not datasets:
+        raise ConfigError(f"none of the datasets {chosen} has train labels at the trained levels {levels}")
+    if kind == "single":
+        return levels, {levels[0]: [d for d in datasets if d in info.labelled[levels[0]]]}
+    if kind == "multifidelity":
+        return levels, {"all": datasets}
+    if cfg.strategy.reptile.task_kind == "dataset":
+        return levels, {d: [d] for d in datasets}
+    return levels, {lv: [d for d in datasets if d in info.labelled[lv]] for lv in levels}
 
 
 def stream_config(data: DataSection, seed: int, split: str, datasets: list[str] | None) -> StreamConfig:

@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from pretrain.config import PretrainConfig, validate_config
+from pretrain.data import ShardInfo, plan_tasks
 from pretrain.runtime import RunContext, prepare_deepspeed
 from pretrain.trainer import STOP_FILE, train
 
@@ -52,6 +53,7 @@ def run_ray(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = cfg.scaling
+    plan_tasks(cfg, ShardInfo.open(cfg.data.shard_dirs))  # config vs shards errors here, not in every worker
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     (cfg.run_dir / STOP_FILE).unlink(missing_ok=True)
     for stale in ("progress.json", "result.json"):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from data_shards.atomic import atomic_write_bytes
 from data_shards.stream import StreamPlan
 from pretrain.config import LevelWeights, PretrainConfig, save_resolved
-from pretrain.data import ShardInfo, TaskStream, epoch_batches, stream_config
+from pretrain.data import ShardInfo, TaskStream, epoch_batches, plan_tasks, stream_config
 from pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine
 from pretrain.losses import STAT_FIELDS, HeadTargets, metrics_from_stats
 from pretrain.package import save_package
@@ -54,10 +54,8 @@ class Trainer:
         self.cfg, self.ctx = cfg, ctx
         self.run_dir = cfg.run_dir
         self.info = ShardInfo.open(cfg.data.shard_dirs)
-        self.levels = self._trained_levels()
-        self.info.check_levels(self.levels)
+        self.levels, self.task_datasets = plan_tasks(cfg, self.info)
         self.targets = [HeadTargets(lv, self.info.level_names.index(lv), cfg.loss.weights(lv)) for lv in self.levels]
-        self.task_datasets = self._tasks()
         self.streams = {
             name: TaskStream(
                 StreamPlan.from_config(stream_config(cfg.data, cfg.seed, "train", datasets)),
@@ -87,33 +85,6 @@ class Trainer:
     @property
     def _reptile(self) -> bool:
         return self.cfg.strategy.kind == "reptile"
-
-    def _trained_levels(self) -> list[str]:
-        if self.cfg.strategy.kind == "single":
-            return [self.cfg.strategy.level]
-        return list(self.cfg.data.levels or self.info.level_names)
-
-    def _datasets(self) -> list[str]:
-        train = self.info.datasets("train")
-        chosen = self.cfg.data.datasets or train
-        missing = sorted(set(chosen) - set(train))
-        if missing:
-            raise ValueError(f"data.datasets {missing} have no train split in the shards (there: {train})")
-        labelled = set().union(*(self.info.labelled.get(lv, set()) for lv in self.levels))
-        return [d for d in chosen if d in labelled]
-
-    def _tasks(self) -> dict[str, list[str]]:
-        """Task name -> its datasets."""
-        datasets = self._datasets()
-        kind = self.cfg.strategy.kind
-        if kind == "single":
-            level = self.levels[0]
-            return {level: [d for d in datasets if d in self.info.labelled[level]]}
-        if kind == "multifidelity":
-            return {"all": datasets}
-        if self.cfg.strategy.reptile.task_kind == "dataset":
-            return {d: [d] for d in datasets}
-        return {lv: [d for d in datasets if d in self.info.labelled[lv]] for lv in self.levels}
 
     def _task_targets(self, task: str) -> list[HeadTargets]:
         """Heads and weights of a task: a level task trains only its level's head (the others weigh 0)."""

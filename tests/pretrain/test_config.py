@@ -73,3 +73,21 @@ def test_cli_reports_a_bad_config_and_exits_2(base, capsys):
     assert main(["pretrain", str(base), "--set", "optim.max_steps=0"]) == 2
     err = capsys.readouterr().err
     assert "base.yaml" in err and "optim.max_steps" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.levels=[wb97x/6-31g*]", "not in the shards"),
+        ("data.datasets=[nope]", "no train split"),
+        ("strategy.level=ccsd(t)/cc-pvdz", "none of the datasets"),
+    ],
+)
+def test_config_checked_against_the_shards(demo_shards, tmp_path, override, message):
+    from pretrain.data import ShardInfo, plan_tasks
+
+    path = _write(tmp_path / "c.yaml", {"run_dir": "r", "data": {"shard_dirs": [str(demo_shards)]}})
+    extra = ["strategy.kind=single", "data.datasets=[demo_md_xtb]"] if "strategy.level" in override else []
+    cfg = load_config(path, [*extra, override])
+    with pytest.raises(ConfigError, match=message):
+        plan_tasks(cfg, ShardInfo.open(cfg.data.shard_dirs))
