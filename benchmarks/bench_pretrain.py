@@ -26,9 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from data_shards.stream import make_dataloader  # noqa: E402
 from pretrain.config import load_config, merge  # noqa: E402
-from pretrain.data import ShardInfo, stream_config  # noqa: E402
+from pretrain.data import stream_config  # noqa: E402
 from pretrain.engine import TrainingObjective, build_polyfid_model  # noqa: E402
 from pretrain.losses import HeadTargets  # noqa: E402
+from pretrain.tasks import ShardInfo  # noqa: E402
 
 LOG_EVERY = 20
 

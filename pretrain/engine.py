@@ -10,10 +10,10 @@ from torch import nn
 
 from data_shards.stream.batch import Batch
 from pretrain.config import LossSection, PretrainConfig, merge
-from pretrain.data import ShardInfo
 from pretrain.losses import HeadTargets, force_heads, head_stats, multifidelity_loss
 from pretrain.models import PolyfidModel, build_model
 from pretrain.models.registry import build_backbone
+from pretrain.tasks import ShardInfo
 
 
 def build_polyfid_model(cfg: PretrainConfig, info: ShardInfo, levels: Sequence[str]) -> PolyfidModel:

@@ -17,8 +17,8 @@ from typing import Any
 from tqdm import tqdm
 
 from pretrain.config import PretrainConfig, validate_config
-from pretrain.data import ShardInfo, plan_tasks
 from pretrain.runtime import RunContext, prepare_deepspeed
+from pretrain.tasks import ShardInfo, plan_tasks
 from pretrain.trainer import STOP_FILE, train
 
 RAY_RUN_NAME = "ray"  # Ray Train's folder inside the run directory (checkpoints, restore state)

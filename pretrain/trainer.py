@@ -24,7 +24,7 @@ from tqdm import tqdm
 from data_shards.atomic import atomic_write_bytes
 from data_shards.stream import StreamPlan
 from pretrain.config import LevelWeights, PretrainConfig, save_resolved
-from pretrain.data import ShardInfo, TaskStream, epoch_batches, plan_tasks, stream_config
+from pretrain.data import TaskStream, epoch_batches, stream_config
 from pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine
 from pretrain.losses import STAT_FIELDS, HeadTargets, metrics_from_stats
 from pretrain.package import save_package
@@ -38,6 +38,7 @@ from pretrain.reptile import (
 )
 from pretrain.runtime import RunContext
 from pretrain.schedule import LRSchedule
+from pretrain.tasks import ShardInfo, plan_tasks
 from pretrain.tracking import Tracker, plot_learning_curves
 
 STOP_FILE = "STOP"  # created in the run directory (e.g. by the driver on SIGTERM): save and exit at the next step

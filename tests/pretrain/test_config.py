@@ -84,7 +84,7 @@ def test_cli_reports_a_bad_config_and_exits_2(base, capsys):
     ],
 )
 def test_config_checked_against_the_shards(demo_shards, tmp_path, override, message):
-    from pretrain.data import ShardInfo, plan_tasks
+    from pretrain.tasks import ShardInfo, plan_tasks
 
     path = _write(tmp_path / "c.yaml", {"run_dir": "r", "data": {"shard_dirs": [str(demo_shards)]}})
     extra = ["strategy.kind=single", "data.datasets=[demo_md_xtb]"] if "strategy.level" in override else []
