@@ -9,7 +9,7 @@ import sys
 from data_shards.errors import PolyfidDataError
 
 # Modules exposing `register(subparsers)`; each registered subcommand sets `func(args) -> int`.
-COMMAND_MODULES = ("data_shards.commands", "pretrain.commands")
+COMMAND_MODULES = ("data_shards.commands", "pretrain.commands", "finetune.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Fine-tuning pretrained polyfid models to small sets, and their evaluation."""

@@ -35,6 +35,7 @@ from pretrain.models.registry import backbone_spec, build_backbone
 
 FORMAT_NAME = "polyfid-model-package"
 PACKAGE_FORMAT = "1.0"
+PACKAGE_NAME = "polyfid-pretrained.pt"  # the package inside a pretraining run: <run_dir>/model/<PACKAGE_NAME>
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
 # Fields a reader of this format version needs (a newer minor may add more; it must not remove these).
 REQUIRED_FIELDS = ("format", "format_version", "backbone", "heads", "elements", "cutoff", "units", "state_dict")

@@ -27,7 +27,7 @@ from pretrain.config import LevelWeights, PretrainConfig, save_resolved
 from pretrain.data import TaskStream, epoch_batches, stream_config
 from pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine
 from pretrain.losses import STAT_FIELDS, HeadTargets, metrics_from_stats
-from pretrain.package import save_package
+from pretrain.package import PACKAGE_NAME, save_package
 from pretrain.reptile import (
     draw_task,
     eps_at,
@@ -42,7 +42,6 @@ from pretrain.tasks import ShardInfo, plan_tasks
 from pretrain.tracking import Tracker, plot_learning_curves
 
 STOP_FILE = "STOP"  # created in the run directory (e.g. by the driver on SIGTERM): save and exit at the next step
-PACKAGE_NAME = "polyfid-pretrained.pt"
 CHECKPOINT_TAG = "state"
 
 

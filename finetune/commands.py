@@ -1,0 +1,55 @@
+"""`polyfid evaluate --model M --data SHARDS --level L [--split test] [--scan DATASET] [--plots DIR] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="energy/force errors of one head against one level of theory")
+    p.add_argument("--model", required=True, help="model package (.pt) or a pretraining run directory")
+    p.add_argument("--data", required=True, nargs="+", type=Path, help="shard folder(s)")
+    p.add_argument("--level", required=True, help="level of theory: the head and the reference labels")
+    p.add_argument("--split", nargs="+", default=["test"], choices=SPLITS, help="splits scored (default: test)")
+    p.add_argument("--datasets", nargs="+", help="datasets scored (default: all)")
+    p.add_argument("--scan", metavar="DATASET", help="also score the smoothness of this dataset read as a scan")
+    p.add_argument("--plots", type=Path, help="folder for the parity (and scan) plots")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_evaluate)
+
+
+def resolve_package(model: str) -> Path:
+    """A package file, or the package inside a pretraining run directory."""
+    from pretrain.package import PACKAGE_NAME
+
+    path = Path(model)
+    if path.is_dir():
+        path = path / "model" / PACKAGE_NAME
+    return path
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from finetune.evaluate import parity_plot, predict, scan_plot, scan_roughness, score
+    from pretrain.package import load_package
+
+    model = load_package(resolve_package(args.model)).model
+    pred = predict(model, args.data, args.level, tuple(args.split), args.datasets)
+    evaluation = score(pred, args.level)
+    result = evaluation.as_dict()
+    if args.plots:
+        result["parity_plot"] = str(parity_plot(pred, evaluation, args.plots / "parity.png"))
+    if args.scan:
+        scan = predict(model, args.data, args.level, SPLITS, [args.scan])
+        result["scan"] = {"dataset": args.scan, "points": len(scan.ids), **scan_roughness(scan)}
+        if args.plots:
+            result["scan"]["plot"] = str(scan_plot(scan, args.level, args.plots / "scan.png"))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+    return 0

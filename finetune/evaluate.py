@@ -1,0 +1,189 @@
+"""Evaluation of a model head against one level of theory: energy and force errors, per-element force errors,
+parity plots, and the smoothness of a potential energy scan compared with the reference."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_shards.errors import PolyfidDataError
+from data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
+from pretrain.models import PolyfidModel
+
+
+@dataclass
+class Predictions:
+    """Per-structure energies (eV) and per-atom forces (eV/A) of the structures with a label at the level."""
+
+    ids: list[str] = field(default_factory=list)
+    n_atoms: list[int] = field(default_factory=list)
+    energy_ref: list[float] = field(default_factory=list)
+    energy_pred: list[float] = field(default_factory=list)
+    numbers: list[np.ndarray] = field(default_factory=list)  # atoms of structures with force labels
+    forces_ref: list[np.ndarray] = field(default_factory=list)
+    forces_pred: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, batch: Batch, level_index: int, energy: torch.Tensor, forces: torch.Tensor | None) -> None:
+        e_mask = batch.energy_mask[:, level_index]
+        for s in torch.nonzero(e_mask).flatten().tolist():
+            self.ids.append(batch.ids[s])
+            self.n_atoms.append(int(batch.n_atoms[s]))
+            self.energy_ref.append(float(batch.energy[s, level_index]))
+            self.energy_pred.append(float(energy[s]))
+        if forces is not None:
+            atoms = batch.forces_mask[batch.batch, level_index]
+            self.numbers.append(batch.numbers[atoms].numpy())
+            self.forces_ref.append(batch.forces[atoms, level_index].double().numpy())
+            self.forces_pred.append(forces[atoms].double().numpy())
+
+
+@dataclass
+class Evaluation:
+    level: str
+    n_energies: int
+    n_force_atoms: int
+    energy_mae: float | None  # eV
+    energy_rmse: float | None
+    energy_mae_per_atom: float | None  # eV/atom
+    forces_mae: float | None  # eV/A, over components
+    forces_rmse: float | None
+    forces_mae_per_element: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def predict(
+    model: PolyfidModel,
+    shard_dirs: list[Path],
+    level: str,
+    splits: tuple[str, ...] = ("test",),
+    datasets: list[str] | None = None,
+    max_atoms: int = 1024,
+) -> Predictions:
+    """Run head `level` over every structure of the splits (eval mode, one process); with several splits, a split
+    without structures is skipped (a scan spread over train/val/test by the hash split, say)."""
+    out = Predictions()
+    model.eval()
+    for split in splits:
+        try:
+            plan = StreamPlan.from_config(
+                StreamConfig(shard_dirs=shard_dirs, split=split, datasets=datasets, max_atoms=max_atoms)
+            )
+        except PolyfidDataError:
+            if len(splits) == 1:
+                raise
+            continue
+        if level not in plan.level_names:
+            raise PolyfidDataError(f"level {level!r} is not in {shard_dirs} (levels: {plan.level_names})")
+        level_index = plan.level_names.index(level)
+        for batch in make_dataloader(plan, "eval"):
+            has_forces = bool(batch.forces_mask[:, level_index].any())
+            with torch.no_grad():
+                pred = model(batch, [level], compute_forces=has_forces)
+            out.add(batch, level_index, pred.energy[:, 0], pred.forces[:, 0] if has_forces else None)
+    return out
+
+
+def score(pred: Predictions, level: str) -> Evaluation:
+    """Errors of the predictions (None where the data has no such label)."""
+    de = np.array(pred.energy_pred) - np.array(pred.energy_ref)
+    n_atoms = np.array(pred.n_atoms, dtype=float)
+    per_element: dict[str, float] = {}
+    f_mae = f_rmse = None
+    n_force_atoms = 0
+    if pred.forces_ref:
+        df = np.concatenate(pred.forces_pred) - np.concatenate(pred.forces_ref)
+        z = np.concatenate(pred.numbers)
+        n_force_atoms = len(z)
+        f_mae, f_rmse = float(np.abs(df).mean()), float(np.sqrt((df**2).mean()))
+        per_element = {str(int(e)): float(np.abs(df[z == e]).mean()) for e in np.unique(z)}
+    return Evaluation(
+        level=level,
+        n_energies=len(de),
+        n_force_atoms=n_force_atoms,
+        energy_mae=float(np.abs(de).mean()) if len(de) else None,
+        energy_rmse=float(np.sqrt((de**2).mean())) if len(de) else None,
+        energy_mae_per_atom=float(np.abs(de / n_atoms).mean()) if len(de) else None,
+        forces_mae=f_mae,
+        forces_rmse=f_rmse,
+        forces_mae_per_element=per_element,
+    )
+
+
+def record_index(record_id: str) -> int:
+    """The index part of a record id `<file>:<key>:<index>` (the order of a scan)."""
+    return int(record_id.rsplit(":", 1)[1])
+
+
+def scan_order(pred: Predictions) -> list[int]:
+    """Positions of the predictions sorted along the scan: by source file and key, then record index."""
+    return sorted(range(len(pred.ids)), key=lambda k: (pred.ids[k].rsplit(":", 1)[0], record_index(pred.ids[k])))
+
+
+def scan_roughness(pred: Predictions) -> dict[str, float]:
+    """Smoothness of a scan: RMS of the second difference of the energies along the scan (records in id order),
+    for the model and the reference; their ratio is 1 for a PES as smooth as the reference, larger when rougher."""
+    order = scan_order(pred)
+    e_pred = np.array(pred.energy_pred)[order]
+    e_ref = np.array(pred.energy_ref)[order]
+    if len(e_ref) < 3:
+        raise ValueError(f"a scan needs at least 3 points with energies, got {len(e_ref)}")
+    r_pred = float(np.sqrt((np.diff(e_pred, 2) ** 2).mean()))
+    r_ref = float(np.sqrt((np.diff(e_ref, 2) ** 2).mean()))
+    return {"roughness_model": r_pred, "roughness_reference": r_ref, "roughness_ratio": r_pred / max(r_ref, 1e-12)}
+
+
+def parity_plot(pred: Predictions, ev: Evaluation, path: Path) -> Path:
+    """Energy (relative to the reference mean) and force-component parity plots as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if pred.forces_ref else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5), squeeze=False)
+    e_ref, e_pred = np.array(pred.energy_ref), np.array(pred.energy_pred)
+    shift = e_ref.mean() if len(e_ref) else 0.0
+    series = [(axes[0, 0], e_ref - shift, e_pred - shift, "energy - mean(ref) (eV)", ev.energy_mae, "eV")]
+    if pred.forces_ref:
+        f_ref, f_pred = np.concatenate(pred.forces_ref).ravel(), np.concatenate(pred.forces_pred).ravel()
+        series.append((axes[0, 1], f_ref, f_pred, "force component (eV/A)", ev.forces_mae, "eV/A"))
+    for ax, ref, model, label, mae, unit in series:
+        ax.scatter(ref, model, s=4, alpha=0.5)
+        lo, hi = (float(min(ref.min(), model.min())), float(max(ref.max(), model.max()))) if len(ref) else (0, 1)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel(f"reference {label}")
+        ax.set_ylabel(f"model {label}")
+        ax.set_title(f"{ev.level}: MAE {mae:.4g} {unit}" if mae is not None else ev.level)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def scan_plot(pred: Predictions, level: str, path: Path) -> Path:
+    """Model and reference energies along a scan (records in id order), both relative to their minimum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = scan_order(pred)
+    e_ref, e_pred = np.array(pred.energy_ref)[order], np.array(pred.energy_pred)[order]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(e_ref - e_ref.min(), "k-o", ms=3, label=f"reference ({level})")
+    ax.plot(e_pred - e_pred.min(), "r-s", ms=3, label="model")
+    ax.set_xlabel("scan point")
+    ax.set_ylabel("energy - min (eV)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
