@@ -126,7 +126,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _follow(run_dir: Path, max_steps: int, thread: threading.Thread, show: bool) -> None:
     """Progress bar (steps, atoms/s, loss, ETA) from rank 0's progress file until training ends."""
-    resumed = None
+    resumed, started = None, False
     with tqdm(total=max_steps, desc="pretrain", disable=not show, unit="step") as bar:
         while thread.is_alive():
             thread.join(timeout=1.0)
@@ -135,6 +135,10 @@ def _follow(run_dir: Path, max_steps: int, thread: threading.Thread, show: bool)
                 resumed = info["resumed_from"]
                 tqdm.write(f"polyfid: workers resumed from the checkpoint of step {resumed}")
             if "step" in info:
+                if not started:  # rate and ETA from the first report on, not from Ray's start-up
+                    bar.reset(total=max_steps)
+                    bar.initial = int(info["step"])
+                    started = True
                 bar.n = int(info["step"])
                 if "perf/atoms_per_s" in info:
                     bar.set_postfix_str(f"loss {info['train/loss']:.4g}, {info['perf/atoms_per_s']:.0f} atoms/s")

@@ -5,6 +5,6 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$(bash "$root/scripts/env.sh")
 cd "$root"
 "$venv/bin/ruff" check .
-"$venv/bin/ruff" format --check data_shards tests benchmarks
+"$venv/bin/ruff" format --check data_shards pretrain finetune tests benchmarks
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 "$venv/bin/python" -m pytest -q "$@"

@@ -62,7 +62,7 @@ class PolyfidModel(nn.Module):
         self.heads.add(name, head)
         return head
 
-    def _isolated_features(self, like: torch.Tensor) -> list[torch.Tensor]:
+    def isolated_features(self, like: torch.Tensor) -> list[torch.Tensor]:
         """Backbone features of one isolated atom of every element (rows in element order)."""
         species = torch.arange(len(self.backbone.elements), device=like.device)
         return self.backbone(species, Graph.empty(like))
@@ -105,7 +105,7 @@ class PolyfidModel(nn.Module):
             graph = build_graph(pos, batch.batch, batch.n_atoms, self.backbone.cutoff, cell, batch.pbc)
             species = self.species(batch.numbers)
             features = self.backbone(species, graph)
-            reference = self._isolated_features(pos)
+            reference = self.isolated_features(pos)
             e0_sum, net, per_layer = self.heads(features, reference, species, batch.batch, n_struct, indices)
             energy = e0_sum + net.to(torch.float64)
             forces = stress = None

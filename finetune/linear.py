@@ -1,0 +1,109 @@
+"""The linear baseline (arXiv:2211.11680): per-element reference energies by least squares on element counts, then
+ridge regression of the residual on frozen per-atom features of a (pretrained) model summed over each structure,
+the regularisation chosen by k-fold cross-validation. Closed form throughout (one SVD per fold)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data_shards.stream import Batch
+from pretrain.models import PolyfidModel
+from pretrain.models.graph import build_graph
+
+ALPHAS = tuple(10.0**k for k in range(-8, 5))  # ridge strengths tried (relative to the mean feature variance)
+
+
+def structure_features(model: PolyfidModel, batch: Batch) -> np.ndarray:
+    """(S, F) float64: per structure, the sum over atoms of the backbone's per-layer features (layers >= 1) taken
+    relative to an isolated atom of the same element, as the energy heads see them. The trunk is frozen."""
+    backbone = model.backbone
+    with torch.no_grad():
+        pos = batch.positions.to(model.dtype)
+        graph = build_graph(pos, batch.batch, batch.n_atoms, backbone.cutoff, batch.cell.to(model.dtype), batch.pbc)
+        species = model.species(batch.numbers)
+        features = backbone(species, graph)
+        reference = model.isolated_features(pos)
+        per_atom = torch.cat([(z - z0[species]) for z, z0 in zip(features[1:], reference[1:], strict=True)], dim=1)
+        sums = per_atom.new_zeros(batch.n_structures, per_atom.shape[1]).index_add(0, batch.batch, per_atom)
+    return sums.double().numpy()
+
+
+def element_counts(batch: Batch, elements: Sequence[int]) -> np.ndarray:
+    """(S, n_elements) atom counts per structure."""
+    index = {z: k for k, z in enumerate(elements)}
+    counts = np.zeros((batch.n_structures, len(elements)))
+    for s, z in zip(batch.batch.tolist(), batch.numbers.tolist(), strict=True):
+        counts[s, index[z]] += 1
+    return counts
+
+
+@dataclass
+class LinearBaseline:
+    """E = counts . e0 + features . w (w = 0 for the counts-only model)."""
+
+    elements: list[int]
+    e0: np.ndarray
+    mean: np.ndarray  # feature centring/scaling, fitted on the training set
+    scale: np.ndarray
+    w: np.ndarray
+    alpha: float | None  # None: counts only
+    cv_rmse: float | None
+
+    def predict(self, counts: np.ndarray, features: np.ndarray | None) -> np.ndarray:
+        energy = counts @ self.e0
+        if self.alpha is not None and features is not None:
+            energy = energy + ((features - self.mean) / self.scale) @ self.w
+        return energy
+
+
+def fit_counts(counts: np.ndarray, energy: np.ndarray, elements: Sequence[int]) -> LinearBaseline:
+    """Per-element energies by least squares (minimum norm where element counts are collinear)."""
+    e0 = np.linalg.lstsq(counts, energy, rcond=None)[0]
+    zeros = np.zeros(0)
+    return LinearBaseline(list(elements), e0, zeros, zeros, zeros, None, None)
+
+
+def _ridge_path(x: np.ndarray, y: np.ndarray, alphas: Iterable[float]) -> list[np.ndarray]:
+    """Ridge solutions for every alpha from one SVD: w = V diag(s / (s^2 + alpha n)) U^T y."""
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    uty = u.T @ y
+    n = x.shape[0]
+    return [vt.T @ (s / (s**2 + a * n) * uty) for a in alphas]
+
+
+def fit_linear(
+    counts: np.ndarray,
+    features: np.ndarray,
+    energy: np.ndarray,
+    elements: Sequence[int],
+    folds: int = 5,
+    seed: int = 0,
+    alphas: Sequence[float] = ALPHAS,
+) -> LinearBaseline:
+    """E0 on counts, then ridge of the residual on standardised features; alpha by k-fold CV RMSE."""
+    if len(energy) < 4:
+        raise ValueError(f"the linear baseline needs at least 4 structures with energies, got {len(energy)}")
+    base = fit_counts(counts, energy, elements)
+    residual = energy - counts @ base.e0
+    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-12
+    x = (features - mean) / scale
+    n = len(energy)
+    k = max(2, min(folds, n // 2))
+    fold_of = np.random.default_rng(seed).permutation(n) % k
+    sq_err = np.zeros(len(alphas))
+    for f in range(k):
+        train, test = fold_of != f, fold_of == f
+        # E0 refitted inside the fold too, so the CV error is that of the whole procedure
+        e0 = np.linalg.lstsq(counts[train], energy[train], rcond=None)[0]
+        r_train = energy[train] - counts[train] @ e0
+        r_test = energy[test] - counts[test] @ e0
+        for a, w in enumerate(_ridge_path(x[train], r_train, alphas)):
+            sq_err[a] += ((x[test] @ w - r_test) ** 2).sum()
+    best = int(np.argmin(sq_err))
+    w = _ridge_path(x, residual, [alphas[best]])[0]
+    cv_rmse = float(np.sqrt(sq_err[best] / n))
+    return LinearBaseline(list(elements), base.e0, mean, scale, w, float(alphas[best]), cv_rmse)
