@@ -1,4 +1,4 @@
-"""`polyfid evaluate --model M --data SHARDS --level L [--split test] [--scan DATASET] [--plots DIR] [--json]`."""
+"""`polyfid finetune CONFIG.yaml` and `polyfid evaluate --model M --data SHARDS --level L [...]`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ SPLITS = ("train", "val", "test")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    f = subparsers.add_parser("finetune", help="fine-tune a pretrained model to a small set at one level of theory")
+    f.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config; later files are merged over earlier")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    f.set_defaults(func=_finetune)
     p = subparsers.add_parser("evaluate", help="energy/force errors of one head against one level of theory")
     p.add_argument("--model", required=True, help="model package (.pt) or a pretraining run directory")
     p.add_argument("--data", required=True, nargs="+", type=Path, help="shard folder(s)")
@@ -20,6 +24,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plots", type=Path, help="folder for the parity (and scan) plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_evaluate)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from finetune.config import load_finetune_config
+    from finetune.run import run_finetune
+
+    result = run_finetune(load_finetune_config(args.configs, args.overrides))
+    lin, non = result["test"]["linear"], result["test"]["nonlinear"]
+    print(
+        f"fine-tuned {result['level']} on {result['n_train']} energies ({result['head_init']} head, "
+        f"{result['epochs']} epochs); test energy RMSE on {result['n_test']} structures:"
+    )
+    print(
+        f"  nonlinear fine-tune {non['energy_rmse']:.4f} eV   linear baseline {lin['energy_rmse']:.4f} eV"
+        f"   -> {result['winner']} wins"
+    )
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 def resolve_package(model: str) -> Path:

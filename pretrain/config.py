@@ -208,8 +208,9 @@ def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    """One config file, with run_dir and shard_dirs made absolute against the file's folder."""
+def _read_yaml(path: Path, path_keys: tuple[str, ...]) -> dict[str, Any]:
+    """One config file; the values at the dotted `path_keys` (a path or a list of paths) are made absolute against
+    the file's folder."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
@@ -219,28 +220,46 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping of sections")
     base = path.resolve().parent
-    if isinstance(raw.get("run_dir"), str):
-        raw["run_dir"] = str(base / raw["run_dir"])
-    data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("shard_dirs"), list):
-        data["shard_dirs"] = [str(base / d) if isinstance(d, str) else d for d in data["shard_dirs"]]
+    for dotted in path_keys:
+        *parents, key = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        value = node.get(key)
+        if isinstance(value, str):
+            node[key] = str(base / value)
+        elif isinstance(value, list):
+            node[key] = [str(base / v) if isinstance(v, str) else v for v in value]
     return raw
 
 
-def load_config(paths: str | Path | list[str | Path], overrides: list[str] | None = None) -> PretrainConfig:
+def load_yaml_config(
+    paths: str | Path | list[str | Path],
+    overrides: list[str] | None,
+    schema: type[BaseModel],
+    path_keys: tuple[str, ...],
+) -> Any:
     """Read YAML configs (later files deep-merge over earlier ones: overlays), apply `--set` overrides, validate.
 
-    Relative paths in a file resolve against that file's folder; in overrides, against the working directory."""
+    Paths in a file resolve against that file's folder; in overrides, against the working directory."""
     paths = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
     raw: dict[str, Any] = {}
     for path in paths:
-        raw = merge(raw, _read_yaml(path))
-    return validate_config(apply_overrides(raw, overrides or []), " + ".join(map(str, paths)))
+        raw = merge(raw, _read_yaml(path, path_keys))
+    return validate_config(apply_overrides(raw, overrides or []), " + ".join(map(str, paths)), schema)
 
 
-def validate_config(raw: dict[str, Any], where: str = "config") -> PretrainConfig:
+def load_config(paths: str | Path | list[str | Path], overrides: list[str] | None = None) -> PretrainConfig:
+    """A pretraining config from YAML files and overrides (see `load_yaml_config`)."""
+    return load_yaml_config(paths, overrides, PretrainConfig, ("run_dir", "data.shard_dirs"))
+
+
+def validate_config(raw: dict[str, Any], where: str = "config", schema: type[BaseModel] | None = None) -> Any:
+    """`raw` validated against `schema` (default PretrainConfig); errors list every bad key, naming `where`."""
     try:
-        return PretrainConfig.model_validate(raw)
+        return (schema or PretrainConfig).model_validate(raw)
     except ValidationError as exc:
         lines = [f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(f"{where}: invalid config:\n  " + "\n  ".join(lines)) from None

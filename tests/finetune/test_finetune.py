@@ -1,0 +1,99 @@
+"""Fine-tuning to the demo's MP2 ethanol energies (ethanol is not in the source model's data): E0 refit before any
+step, freezing strategies, determinism, and the full `polyfid finetune` run with the linear baseline and registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from data_shards.manifest import Manifest
+from finetune.config import load_finetune_config
+from finetune.train import finetune, load_target, prepare_model
+from pretrain.models import Hipnn, HipnnConfig, build_model
+from pretrain.package import load_package, save_package
+
+LEVEL = "mp2/cc-pvdz"
+
+
+@pytest.fixture(scope="module")
+def source(demo_shards, tmp_path_factory):
+    """A small HIP-NN package with a gfn2-xtb head (its E0 is hundreds of eV away from MP2's)."""
+    manifest = Manifest.load(demo_shards)
+    torch.manual_seed(0)
+    backbone = Hipnn(HipnnConfig(elements=manifest.elements, n_features=16, n_sensitivities=8, n_atom_layers=1))
+    model = build_model(backbone, {"gfn2-xtb": manifest.levels["gfn2-xtb"]})
+    return save_package(tmp_path_factory.mktemp("source") / "source.pt", model, provenance={"note": "test"})
+
+
+def _config(tmp_path, source, demo_shards, **extra):
+    raw = {"run_dir": str(tmp_path / "run"), "source": str(source), "max_epochs": 8, "patience": 8, "lr": 2e-3,
+           "target": {"shard_dirs": [str(demo_shards)], "level": LEVEL, "datasets": ["demo_target_ethanol"],
+                      "n_train": 40, "max_atoms": 180}, **extra}  # fmt: skip
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_finetune_config([path])
+
+
+def _params(model, prefix):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith(prefix)}
+
+
+def test_e0_refit_makes_step_zero_errors_sane_and_the_best_weights_are_kept(source, demo_shards, tmp_path):
+    cfg = _config(tmp_path, source, demo_shards)
+    data = load_target(cfg)
+    assert len(data.train) == 40 and data.val and data.test
+    model = load_package(source).model
+    summary = finetune(model, cfg, data)
+    assert summary["head_init"] == "fresh"
+    assert summary["step0_val"]["energy_mae"] < 2.0  # MP2 total energies are ~ -4200 eV
+    assert summary["best_val_energy_rmse"] <= summary["step0_val"]["energy_rmse"]
+    from finetune.train import energy_errors
+
+    val = energy_errors(model, data.batches(data.val, 180), LEVEL, data.level_index)
+    assert val["energy_rmse"] == pytest.approx(summary["best_val_energy_rmse"])  # the best epoch's weights
+
+
+@pytest.mark.parametrize(("strategy", "frozen", "trained"), [("head", "backbone.", "heads.heads.1."),
+                         ("freeze", "backbone.blocks.0.", "backbone.blocks.1.")])  # fmt: skip
+def test_freezing_strategies_leave_frozen_weights_untouched(source, demo_shards, tmp_path, strategy, frozen, trained):
+    cfg = _config(tmp_path, source, demo_shards, strategy=strategy, freeze_blocks=1, max_epochs=3)
+    model = load_package(source).model
+    prepare_model(model, cfg)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    assert not any(v for n, v in flags.items() if n.startswith(frozen))
+    assert all(v for n, v in flags.items() if n.startswith(trained))
+    before = _params(model, frozen)
+    cfg = _config(tmp_path, source, demo_shards, strategy=strategy, freeze_blocks=1, max_epochs=3)
+    finetune(model, cfg, load_target(cfg))  # the head exists already: reused, and frozen weights stay
+    after = _params(model, frozen)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_deterministic_for_a_seed(source, demo_shards, tmp_path):
+    states = []
+    for _ in range(2):
+        cfg = _config(tmp_path, source, demo_shards, max_epochs=3, head_init="gfn2-xtb")
+        model = load_package(source).model
+        assert finetune(model, cfg, load_target(cfg))["head_init"] == "copied from head 'gfn2-xtb'"
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0] if torch.is_tensor(states[0][k]))
+
+
+def test_cli_run_reports_linear_baseline_and_registers(source, demo_shards, tmp_path, capsys):
+    from data_shards.cli import main
+
+    cfg = _config(tmp_path, source, demo_shards)
+    config = tmp_path / "ft.yaml"
+    assert main(["finetune", str(config), "--set", "max_epochs=5"]) == 0
+    out = capsys.readouterr().out
+    assert "linear baseline" in out and "wins" in out
+    result = json.loads((cfg.run_dir / "result.json").read_text())
+    assert result["winner"] in ("linear", "nonlinear") and result["epochs"] == 5
+    assert result["test"]["linear"]["energy_rmse"] > 0 and result["test"]["nonlinear"]["forces_mae"] > 0
+    assert result["registered_model"] == "polyfid-mp2-cc-pvdz" and result["version"] == "1"
+    package = load_package(result["package"])
+    assert package.heads == ["gfn2-xtb", LEVEL]
+    assert (cfg.run_dir / "plots" / "parity_test.png").stat().st_size > 1000
