@@ -8,22 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from data_shards.manifest import Manifest
 from data_shards.stream import StreamConfig, StreamPlan, make_dataloader
 from finetune.evaluate import Predictions, predict, scan_roughness, score
-from pretrain.models import Hipnn, HipnnConfig, build_model
-from pretrain.package import save_package
+from tests.finetune.packages import small_package
 
 LEVEL = "mp2/cc-pvdz"
 
 
 @pytest.fixture(scope="module")
 def package(demo_shards, tmp_path_factory):
-    manifest = Manifest.load(demo_shards)
-    torch.manual_seed(0)
-    backbone = Hipnn(HipnnConfig(elements=manifest.elements, n_features=8, n_sensitivities=4, n_atom_layers=1))
-    model = build_model(backbone, {lv: manifest.levels[lv] for lv in ("gfn2-xtb", LEVEL)})
-    return save_package(tmp_path_factory.mktemp("pkg") / "model.pt", model, provenance={}), model
+    return small_package(demo_shards, ("gfn2-xtb", LEVEL), tmp_path_factory.mktemp("pkg") / "model.pt")
 
 
 def test_scores_match_a_direct_computation(demo_shards, package):

@@ -9,11 +9,10 @@ import pytest
 import torch
 import yaml
 
-from data_shards.manifest import Manifest
 from finetune.config import load_finetune_config
 from finetune.train import finetune, load_target, prepare_model
-from pretrain.models import Hipnn, HipnnConfig, build_model
-from pretrain.package import load_package, save_package
+from pretrain.package import load_package
+from tests.finetune.packages import small_package
 
 LEVEL = "mp2/cc-pvdz"
 
@@ -21,11 +20,7 @@ LEVEL = "mp2/cc-pvdz"
 @pytest.fixture(scope="module")
 def source(demo_shards, tmp_path_factory):
     """A small HIP-NN package with a gfn2-xtb head (its E0 is hundreds of eV away from MP2's)."""
-    manifest = Manifest.load(demo_shards)
-    torch.manual_seed(0)
-    backbone = Hipnn(HipnnConfig(elements=manifest.elements, n_features=16, n_sensitivities=8, n_atom_layers=1))
-    model = build_model(backbone, {"gfn2-xtb": manifest.levels["gfn2-xtb"]})
-    return save_package(tmp_path_factory.mktemp("source") / "source.pt", model, provenance={"note": "test"})
+    return small_package(demo_shards, ("gfn2-xtb",), tmp_path_factory.mktemp("source") / "source.pt")[0]
 
 
 def _config(tmp_path, source, demo_shards, **extra):
