@@ -61,7 +61,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     tracker.log_metrics(test_metrics, summary["epochs"])
     tracker.log_artifact(path, "package")
     tracker.log_artifact(plot, "plots")
-    version = tracker.register(cfg.registered_name, "package", tags)
+    version = tracker.register(cfg.registered_name, path, tags)
     tracker.end()
     winner = "linear" if linear["energy_rmse"] < nonlinear["energy_rmse"] else "nonlinear"
     result = {"level": cfg.target.level, "n_train": len(data.train), "n_test": len(data.test), **summary,

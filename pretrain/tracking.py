@@ -22,6 +22,7 @@ from pretrain.config import TrackingSection
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_AFTER_S = 60.0  # after a tracking failure, MLflow is not called again for this long
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # MLflow "models from code": nothing pickled
 
 
 def default_tracking_uri(run_dir: Path) -> str:
@@ -121,21 +122,34 @@ class Tracker:
 
             self._call(f"log artifact {path}", lambda: mlflow.log_artifact(str(path), folder))
 
-    def register(self, name: str, artifact_folder: str, tags: dict[str, str]) -> str | None:
-        """Register `runs:/<run>/<artifact_folder>` as a new version of model `name`; returns the version."""
+    def register(self, name: str, package: Path, tags: dict[str, str]) -> str | None:
+        """Log `package` as an MLflow pyfunc model (the package is its artefact `package`) and register it as a
+        new version of model `name` with `tags`; returns the version. Load it with
+        `mlflow.pyfunc.load_model("models:/<name>/<version>")` (see pretrain/pyfunc_model.py)."""
         if not self.online:
             return None
+        import mlflow
         from mlflow import MlflowClient
+        from mlflow.models import ModelSignature
+        from mlflow.types import ParamSchema, ParamSpec
+
+        # predict(..., params={"level": ...}); "" means the newest head
+        signature = ModelSignature(params=ParamSchema([ParamSpec("level", "string", "")]))
 
         def _register() -> str:
+            info = mlflow.pyfunc.log_model(
+                signature=signature,
+                name="model",
+                python_model=str(PYFUNC_CODE),
+                artifacts={"package": str(package)},
+                registered_model_name=name,
+                pip_requirements=["polyfid", "torch", "ase", "numpy", "pandas"],
+            )
+            version = str(info.registered_model_version)
             client = MlflowClient(self.uri)
-            try:
-                client.get_registered_model(name)
-            except Exception:
-                client.create_registered_model(name)
-            source = f"{client.get_run(self.run_id).info.artifact_uri}/{artifact_folder}"
-            version = client.create_model_version(name, source, run_id=self.run_id, tags=tags)
-            return str(version.version)
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version, key, value)
+            return version
 
         return self._call(f"register {name}", _register)
 

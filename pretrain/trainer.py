@@ -376,7 +376,7 @@ class Trainer:
         self.tracker.log_artifact(self.run_dir / "config.resolved.yaml", "config")
         version = None
         if self.cfg.tracking.registered_model:
-            version = self.tracker.register(self.cfg.tracking.registered_model, "package", self._lineage())
+            version = self.tracker.register(self.cfg.tracking.registered_model, path, self._lineage())
         return {"package": str(path), "registered_model": self.cfg.tracking.registered_model, "version": version}
 
     # ----- signals -----

@@ -4,7 +4,9 @@ step, freezing strategies, determinism, and the full `polyfid finetune` run with
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -92,3 +94,19 @@ def test_cli_run_reports_linear_baseline_and_registers(source, demo_shards, tmp_
     package = load_package(result["package"])
     assert package.heads == ["gfn2-xtb", LEVEL]
     assert (cfg.run_dir / "plots" / "parity_test.png").stat().st_size > 1000
+    # the registered version: an MLflow pyfunc model whose package also loads into the ASE calculator
+    import mlflow
+    import pandas as pd
+    from ase.build import molecule
+
+    from pretrain.ase_calculator import PolyfidCalculator
+
+    mlflow.set_tracking_uri(f"sqlite:///{cfg.run_dir / 'mlflow.db'}")
+    uri = "models:/polyfid-mp2-cc-pvdz/1"
+    ethanol = molecule("CH3CH2OH")
+    frame = pd.DataFrame({"numbers": [ethanol.numbers.tolist()], "positions": [ethanol.positions.tolist()]})
+    predicted = mlflow.pyfunc.load_model(uri).predict(frame, params={"level": LEVEL})
+    folder = Path(mlflow.artifacts.download_artifacts(uri))
+    ethanol.calc = PolyfidCalculator(next(folder.rglob("polyfid-finetuned.pt")), level=LEVEL)
+    assert predicted["energy"][0] == pytest.approx(ethanol.get_potential_energy(), abs=1e-6)
+    assert np.allclose(predicted["forces"][0], ethanol.get_forces(), atol=1e-5)

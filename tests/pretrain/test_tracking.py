@@ -16,8 +16,8 @@ def test_local_sqlite_run_metrics_artifact_and_registry(tmp_path):
     t.log_metrics({"train/loss": 0.5, "val/gfn2-xtb/forces_mae": 0.25}, step=2)
     (tmp_path / "model.pt").write_bytes(b"weights")
     t.log_artifact(tmp_path / "model.pt", "package")
-    assert t.register("polyfid-test", "package", {"polyfid.git_commit": "abc"}) == "1"
-    assert t.register("polyfid-test", "package", {}) == "2"
+    assert t.register("polyfid-test", tmp_path / "model.pt", {"polyfid.git_commit": "abc"}) == "1"
+    assert t.register("polyfid-test", tmp_path / "model.pt", {}) == "2"
     t.end()
     from mlflow import MlflowClient
 
@@ -42,7 +42,7 @@ def test_server_down_warns_and_keeps_local_logs(tmp_path, monkeypatch):
         t.start("run", {}, {})
     assert not t.online
     t.log_metrics({"train/loss": 1.0}, step=1)
-    assert t.register("x", "package", {}) is None
+    assert t.register("x", tmp_path / "model.pt", {}) is None
     t.end()
     assert read_metrics(t.metrics_path) == [
         {"step": 1, "time": read_metrics(t.metrics_path)[0]["time"], "train/loss": 1.0}
