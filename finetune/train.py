@@ -25,7 +25,7 @@ from data_shards.stream.torch_loader import read_webdataset
 from finetune.config import FinetuneConfig
 from finetune.linear import element_counts
 from pretrain.config import LevelWeights
-from pretrain.losses import HeadTargets, multifidelity_loss
+from pretrain.losses import STAT_FIELDS, HeadTargets, head_stats, metrics_from_stats, multifidelity_loss
 from pretrain.models import PolyfidModel
 
 
@@ -114,23 +114,16 @@ def prepare_model(model: PolyfidModel, cfg: FinetuneConfig) -> str:
 
 
 def energy_errors(model: PolyfidModel, batches: list[Batch], level: str, level_index: int) -> dict[str, float]:
-    """Energy MAE/RMSE (eV) and, where the data has forces at the level, force MAE (eV/A)."""
+    """Energy MAE/RMSE (eV) and, where the data has forces at the level, force MAE/RMSE (eV/A): the training
+    loop's per-head error sums (`head_stats`) over the batches."""
     model.eval()
-    de, df = [], []
+    target = [HeadTargets(level, level_index, LevelWeights())]
+    stats = torch.zeros(1, len(STAT_FIELDS), dtype=torch.float64)
     for b in batches:
-        has_f = bool(b.forces_mask[:, level_index].any())
         with torch.no_grad():
-            out = model(b, [level], compute_forces=has_f)
-        m = b.energy_mask[:, level_index]
-        de.append((out.energy[m, 0] - b.energy[m, level_index]).double())
-        if has_f:
-            atoms = b.forces_mask[b.batch, level_index]
-            df.append((out.forces[atoms, 0].double() - b.forces[atoms, level_index].double()).reshape(-1))
-    e = torch.cat(de) if de else torch.zeros(0)
-    result = {"energy_mae": float(e.abs().mean()), "energy_rmse": float(e.pow(2).mean().sqrt())} if e.numel() else {}
-    if df:
-        result["forces_mae"] = float(torch.cat(df).abs().mean())
-    return result
+            out = model(b, [level], compute_forces=bool(b.forces_mask[:, level_index].any()))
+        stats += head_stats(out, b, target)
+    return {key.rsplit("/", 1)[1]: value for key, value in metrics_from_stats(stats, [level], "").items()}
 
 
 def finetune(model: PolyfidModel, cfg: FinetuneConfig, data: TargetData, log=None) -> dict[str, object]:
