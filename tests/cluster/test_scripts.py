@@ -188,7 +188,9 @@ def test_ray_sbatch_forwards_sigterm_to_driver_then_stops_ray(slurm):
         "--address", "10.1.2.3:6379", "--no-progress",
         "--set", "scaling.num_workers=12", "--set", "scaling.use_gpu=true",
     ]  # fmt: skip
-    head, workers = [c[1:] for c in calls if c[0] == "srun" and "ray" in c]
+    ray_steps = [c[1:] for c in calls if c[0] == "srun" and "ray" in c]  # both start in the background: any order
+    (head,) = [c for c in ray_steps if "--head" in c]
+    (workers,) = [c for c in ray_steps if "--head" not in c]
     assert head[head.index("-w") + 1] == "node1" and "--cpus-per-task=16" in head
     assert head[head.index("ray") :][:5] == ["ray", "start", "--head", "--node-ip-address=10.1.2.3", "--port=6379"]
     assert {"--num-gpus=4", "--num-cpus=16", "--block"} <= set(head)
