@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     f.set_defaults(func=_finetune)
     p = subparsers.add_parser("evaluate", help="energy/force errors of one head against one level of theory")
-    p.add_argument("--model", required=True, help="model package (.pt) or a pretraining run directory")
+    p.add_argument("--model", required=True, help="model package (.pt), a run directory, or models:/NAME/VERSION")
+    p.add_argument("--registry-uri", help="MLflow store of a models:/ --model (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--data", required=True, nargs="+", type=Path, help="shard folder(s)")
     p.add_argument("--level", required=True, help="level of theory: the head and the reference labels")
     p.add_argument("--split", nargs="+", default=["test"], choices=SPLITS, help="splits scored (default: test)")
@@ -44,21 +45,14 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_package(model: str) -> Path:
-    """A package file, or the package inside a pretraining run directory."""
-    from pretrain.package import PACKAGE_NAME
-
-    path = Path(model)
-    if path.is_dir():
-        path = path / "model" / PACKAGE_NAME
-    return path
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    from finetune.evaluate import parity_plot, predict, scan_plot, scan_roughness, score
-    from pretrain.package import load_package
+    import tempfile
 
-    model = load_package(resolve_package(args.model)).model
+    from finetune.evaluate import parity_plot, predict, scan_plot, scan_roughness, score
+    from finetune.source import load_source
+
+    with tempfile.TemporaryDirectory(prefix="polyfid-registry-") as download:
+        model = load_source(args.model, args.registry_uri, Path(download))[0].model
     pred = predict(model, args.data, args.level, tuple(args.split), args.datasets)
     evaluation = score(pred, args.level)
     result = evaluation.as_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pretrain.config import TrackingSection, _Section, load_yaml_config
 
@@ -18,11 +18,38 @@ class TargetSection(_Section):
     max_atoms: int = Field(default=512, gt=0)
 
 
+class AuxiliaryLevel(_Section):
+    """Multi-fidelity fine-tuning: a (usually lower) level kept in the fit beside the target, on the target's own
+    geometries (`datasets` unset) or on replayed pretraining datasets. Its labels of the target level are never
+    used (only the target's `n_train` subset fits the target level)."""
+
+    level: str
+    datasets: list[str] | None = Field(default=None, min_length=1)  # None: the target's datasets
+    n: int | None = Field(default=None, ge=1)  # a seeded subset of their train structures; None: all
+    energy_weight: float = Field(default=1.0, ge=0)
+    forces_weight: float = Field(default=1.0, ge=0)
+
+
+class FinetuneTracking(TrackingSection):
+    """Tracking defaults of a fine-tune (a partial `tracking:` section keeps them): registered as polyfid-<level>."""
+
+    experiment: str = "polyfid-finetune"
+    registered_model: str | None = None  # None: polyfid-<target level>
+    register: bool = True  # False: track the run, register nothing (sweeps)
+
+
 class FinetuneConfig(_Section):
     run_dir: Path
     seed: int = Field(default=0, ge=0)
-    source: Path  # model package, or a pretraining run directory
+    # a model package, a pretraining run directory, or an MLflow registry URI (models:/name/3, models:/name@alias)
+    source: str
+    registry_uri: str | None = None  # MLflow store for a models:/ source (default: tracking, $MLFLOW_TRACKING_URI)
+    init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: the source's architecture, fresh weights
     target: TargetSection
+    auxiliary: list[AuxiliaryLevel] = Field(default_factory=list)  # multi-fidelity fine-tuning
+    learning_curve: list[int] = Field(
+        default_factory=list
+    )  # also fit both models on these n_train values and plot error vs N
     head_init: str | None = None  # None: a fresh head; else copy this existing head's weights
     strategy: Literal["full", "head", "freeze"] = "full"  # freeze: the first `freeze_blocks` interaction blocks
     freeze_blocks: int = Field(default=1, ge=0)
@@ -30,12 +57,28 @@ class FinetuneConfig(_Section):
     lr: float = Field(default=1e-3, gt=0)
     max_epochs: int = Field(default=300, ge=1)
     patience: int = Field(default=30, ge=1)  # epochs without a better val energy RMSE before stopping
-    tracking: TrackingSection = TrackingSection(experiment="polyfid-finetune", registered_model=None)
+    tracking: FinetuneTracking = FinetuneTracking()
 
-    @field_validator("run_dir", "source")
+    @field_validator("run_dir")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("learning_curve")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if any(n < 4 for n in v):
+            raise ValueError("learning_curve sizes must be >= 4 structures")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinetuneConfig:
+        if self.init == "scratch" and (self.head_init or self.strategy != "full"):
+            raise ValueError("init=scratch trains every weight from a fresh start: no head_init, strategy full")
+        levels = [a.level for a in self.auxiliary]
+        if self.target.level in levels or len(set(levels)) < len(levels):
+            raise ValueError(f"auxiliary levels {levels} must differ from each other and from the target level")
+        return self
 
     @property
     def registered_name(self) -> str:

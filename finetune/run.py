@@ -1,27 +1,30 @@
-"""`polyfid finetune`: fine-tune, fit the linear baseline beside it, score both on the test split, save the
-package, and track and register the result in MLflow."""
+"""`polyfid finetune`: fine-tune, fit the linear baseline beside it, score both on the test split (and, when
+asked, along a learning curve), save the package, and track and register the result in MLflow."""
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 import numpy as np
 
 from data_shards.atomic import atomic_write_bytes
-from finetune.commands import resolve_package
 from finetune.config import FinetuneConfig
+from finetune.curves import crossover, curve_plot
 from finetune.evaluate import parity_plot, predict, score
 from finetune.linear import element_counts, fit_linear, structure_features
+from finetune.source import fresh_model, load_source
 from finetune.train import TargetData, energy_errors, finetune, load_target
-from pretrain.package import load_package, save_package
+from pretrain.models import PolyfidModel
+from pretrain.package import LoadedPackage, save_package
 from pretrain.tracking import Tracker
 
 PACKAGE_NAME = "polyfid-finetuned.pt"
 
 
-def linear_baseline(model, data: TargetData, cfg: FinetuneConfig) -> dict[str, Any]:
-    """Ridge on the source model's frozen features (+ E0 on counts), fitted on the train subset, scored on test."""
+def linear_baseline(model: PolyfidModel, data: TargetData, cfg: FinetuneConfig) -> dict[str, Any]:
+    """Ridge on the starting model's frozen features (+ E0 on counts), fitted on the train subset, scored on test."""
     elements = model.backbone.elements
     h = data.level_index
 
@@ -37,35 +40,68 @@ def linear_baseline(model, data: TargetData, cfg: FinetuneConfig) -> dict[str, A
             "alpha": fit.alpha, "cv_rmse": fit.cv_rmse}  # fmt: skip
 
 
+def starting_model(package: LoadedPackage, cfg: FinetuneConfig) -> PolyfidModel:
+    """A copy of the source model, or (init=scratch) its architecture with fresh weights."""
+    return fresh_model(package, cfg.seed) if cfg.init == "scratch" else copy.deepcopy(package.model)
+
+
+def fit_both(package: LoadedPackage, cfg: FinetuneConfig, data: TargetData, log=None) -> dict[str, Any]:
+    """The linear baseline (on the starting model's features) and the nonlinear fine-tune, both scored on test."""
+    model = starting_model(package, cfg)
+    linear = linear_baseline(model, data, cfg)  # features of the model before any step
+    summary = finetune(model, cfg, data, log=log)
+    test = data.batches(data.test, cfg.target.max_atoms)
+    nonlinear = energy_errors(model, test, cfg.target.level, data.level_index)
+    winner = "linear" if linear["energy_rmse"] < nonlinear["energy_rmse"] else "nonlinear"
+    return {"model": model, "summary": summary, "n_train": len(data.train), "n_fit": len(data.fit),
+            "linear": linear, "nonlinear": nonlinear, "winner": winner}  # fmt: skip
+
+
+def learning_curve(package: LoadedPackage, cfg: FinetuneConfig) -> list[dict[str, Any]]:
+    """`fit_both` at every `cfg.learning_curve` size (the same seed, so smaller train sets nest in larger ones)."""
+    points = []
+    for n in cfg.learning_curve:
+        sized = cfg.model_copy(update={"target": cfg.target.model_copy(update={"n_train": n})})
+        fit = fit_both(package, sized, load_target(sized))
+        points.append({k: fit[k] for k in ("n_train", "linear", "nonlinear", "winner")})
+        non, lin = fit["nonlinear"]["energy_rmse"], fit["linear"]["energy_rmse"]
+        print(f"  N={n}: nonlinear {non:.4f} eV, linear {lin:.4f} eV -> {fit['winner']}")
+    return points
+
+
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    source = load_package(resolve_package(str(cfg.source)))
-    model = source.model
+    package, lineage = load_source(cfg.source, cfg.registry_uri or cfg.tracking.mlflow_uri, cfg.run_dir / "source")
     data = load_target(cfg)
     if not data.test:
         raise ValueError(f"the target has no test-split energies at {cfg.target.level!r}: nothing to score")
     tracker = Tracker(cfg.tracking, cfg.run_dir)
-    provenance = source.metadata.get("provenance", {})
-    tags = {"polyfid.source_package": str(source.path), "polyfid.target_level": cfg.target.level,
-            "polyfid.source_mlflow_run": str(provenance.get("mlflow_run_id")),
-            "polyfid.source_data_manifest_sha256": str(provenance.get("data_manifest_sha256"))}  # fmt: skip
+    tags = {**lineage, "polyfid.target_level": cfg.target.level, "polyfid.init": cfg.init}
     tracker.start(cfg.run_dir.name, cfg.model_dump(mode="json"), tags)
-    linear = linear_baseline(model, data, cfg)  # features of the model as pretrained, before any step
-    summary = finetune(model, cfg, data, log=tracker.log_metrics)
-    nonlinear = energy_errors(model, data.batches(data.test, cfg.target.max_atoms), cfg.target.level, data.level_index)
-    lineage = {"source": str(source.path), "source_provenance": provenance, "config": cfg.model_dump(mode="json")}
-    path = save_package(cfg.run_dir / "model" / PACKAGE_NAME, model, provenance=lineage)
+    fit = fit_both(package, cfg, data, log=tracker.log_metrics)
+    model, summary = fit["model"], fit["summary"]
+    provenance = package.metadata.get("provenance", {})
+    lineage_meta = {"source": lineage, "source_provenance": provenance, "config": cfg.model_dump(mode="json")}
+    path = save_package(cfg.run_dir / "model" / PACKAGE_NAME, model, provenance=lineage_meta)
     pred = predict(model, cfg.target.shard_dirs, cfg.target.level, ("test",), cfg.target.datasets)
-    plot = parity_plot(pred, score(pred, cfg.target.level), cfg.run_dir / "plots" / "parity_test.png")
-    test_metrics = {f"test/nonlinear/{k}": v for k, v in nonlinear.items()}
-    test_metrics.update({f"test/linear/{k}": v for k, v in linear.items() if v is not None})
+    plots = [parity_plot(pred, score(pred, cfg.target.level), cfg.run_dir / "plots" / "parity_test.png")]
+    test_metrics = {f"test/nonlinear/{k}": v for k, v in fit["nonlinear"].items()}
+    test_metrics.update({f"test/linear/{k}": v for k, v in fit["linear"].items() if v is not None})
     tracker.log_metrics(test_metrics, summary["epochs"])
+    curve = learning_curve(package, cfg) if cfg.learning_curve else []
+    for point in curve:
+        tracker.log_metrics({f"curve/{m}/energy_rmse": point[m]["energy_rmse"] for m in ("linear", "nonlinear")},
+                            point["n_train"])  # fmt: skip
+    if curve:
+        plots.append(curve_plot(curve, cfg.target.level, cfg.run_dir / "plots" / "learning_curve.png"))
     tracker.log_artifact(path, "package")
-    tracker.log_artifact(plot, "plots")
-    version = tracker.register(cfg.registered_name, path, tags)
+    for plot in plots:
+        tracker.log_artifact(plot, "plots")
+    version = tracker.register(cfg.registered_name, path, tags) if cfg.tracking.register else None
     tracker.end()
-    winner = "linear" if linear["energy_rmse"] < nonlinear["energy_rmse"] else "nonlinear"
-    result = {"level": cfg.target.level, "n_train": len(data.train), "n_test": len(data.test), **summary,
-              "test": {"nonlinear": nonlinear, "linear": linear}, "winner": winner, "package": str(path),
+    result = {"level": cfg.target.level, "init": cfg.init, "n_train": fit["n_train"], "n_fit": fit["n_fit"],
+              "n_test": len(data.test), **summary, "test": {"nonlinear": fit["nonlinear"], "linear": fit["linear"]},
+              "winner": fit["winner"], "learning_curve": curve, "crossover_n": crossover(curve) if curve else None,
+              "source": lineage, "package": str(path), "plots": [str(p) for p in plots],
               "registered_model": cfg.registered_name, "version": version}  # fmt: skip
     atomic_write_bytes(cfg.run_dir / "result.json", json.dumps(result, indent=1).encode())
     return result

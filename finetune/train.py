@@ -10,7 +10,7 @@ hundreds of eV in absolute energy, so step-0 errors are already sane); freeze pe
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,52 +25,75 @@ from data_shards.stream.torch_loader import read_webdataset
 from finetune.config import FinetuneConfig
 from finetune.linear import element_counts
 from pretrain.config import LevelWeights
-from pretrain.losses import STAT_FIELDS, HeadTargets, head_stats, metrics_from_stats, multifidelity_loss
+from pretrain.losses import STAT_FIELDS, HeadTargets, force_heads, head_stats, metrics_from_stats, multifidelity_loss
 from pretrain.models import PolyfidModel
 
 
 @dataclass
 class TargetData:
-    """The target set's train (seeded subset), val and test records with an energy at the level, and the batch
-    axes to collate them on."""
+    """The target set's train (seeded `n_train` subset), val and test records with an energy at the level; `fit`:
+    the records gradient steps see (the train subset plus the auxiliary levels' records, each record keeping only
+    the labels it is allowed to fit); the batch axes to collate them on."""
 
     plan: StreamPlan
     train: list[Record]
     val: list[Record]
     test: list[Record]
+    fit: list[Record]
     level_index: int
 
     def batches(self, records: list[Record], max_atoms: int) -> list[Batch]:
         return [self.plan.collate(group) for group in pack(records, max_atoms)]
 
 
-def _records(cfg: FinetuneConfig, split: str) -> tuple[StreamPlan, list[Record]]:
+def _records(
+    cfg: FinetuneConfig, split: str, level: str, datasets: list[str] | None
+) -> tuple[StreamPlan, list[Record]]:
+    """Records of the split (datasets: None = all) with an energy or forces at `level`."""
     t = cfg.target
     plan = StreamPlan.from_config(
-        StreamConfig(shard_dirs=t.shard_dirs, split=split, datasets=t.datasets, max_atoms=t.max_atoms)
+        StreamConfig(shard_dirs=t.shard_dirs, split=split, datasets=datasets, max_atoms=t.max_atoms)
     )
-    if t.level not in plan.level_names:
-        raise ValueError(f"level {t.level!r} is not in {t.shard_dirs} (levels: {plan.level_names})")
+    if level not in plan.level_names:
+        raise ValueError(f"level {level!r} is not in {t.shard_dirs} (levels: {plan.level_names})")
     streams = record_streams(plan, "eval", read_webdataset, Consumer(), epoch=0)
-    records = [
-        r
-        for name in sorted(streams)
-        for r in streams[name]
-        if t.level in r.labels and r.labels[t.level].energy is not None
-    ]
+    records = [r for name in sorted(streams) for r in streams[name] if _has_label(r, level, energy_only=False)]
     return plan, records
 
 
+def _has_label(record: Record, level: str, energy_only: bool = True) -> bool:
+    labels = record.labels.get(level)
+    return labels is not None and (labels.energy is not None or (not energy_only and labels.forces is not None))
+
+
+def _subset(records: list[Record], n: int | None, seed: int, what: str) -> list[Record]:
+    """The first `n` of a seeded shuffle (all, shuffled, when `n` is None)."""
+    order = derive_rng(seed, what).permutation(len(records))
+    if n is not None:
+        if n > len(records):
+            raise ValueError(f"{what}: asked for {n} structures but the train split has {len(records)}")
+        order = order[:n]
+    return [records[k] for k in order]
+
+
 def load_target(cfg: FinetuneConfig) -> TargetData:
-    plan, train = _records(cfg, "train")
-    order = derive_rng(cfg.seed, "finetune-subset").permutation(len(train))
-    if cfg.target.n_train is not None:
-        if cfg.target.n_train > len(train):
-            raise ValueError(f"target.n_train={cfg.target.n_train} but the train split has {len(train)} energies")
-        order = order[: cfg.target.n_train]
-    _, val = _records(cfg, "val")
-    _, test = _records(cfg, "test")
-    return TargetData(plan, [train[k] for k in order], val, test, plan.level_names.index(cfg.target.level))
+    t = cfg.target
+    _, pool = _records(cfg, "train", t.level, t.datasets)
+    train = _subset([r for r in pool if _has_label(r, t.level)], t.n_train, cfg.seed, "finetune-subset")
+    allowed = {(r.dataset, r.id): {t.level} for r in train}
+    by_key = {(r.dataset, r.id): r for r in train}
+    for aux in cfg.auxiliary:
+        _, records = _records(cfg, "train", aux.level, aux.datasets or t.datasets)
+        for r in _subset(records, aux.n, cfg.seed, f"finetune-auxiliary-{aux.level}"):
+            allowed.setdefault((r.dataset, r.id), set()).add(aux.level)
+            by_key.setdefault((r.dataset, r.id), r)
+    fit = [
+        replace(r, labels={lv: lab for lv, lab in r.labels.items() if lv in allowed[key]}) for key, r in by_key.items()
+    ]
+    plan, val = _records(cfg, "val", t.level, t.datasets)
+    _, test = _records(cfg, "test", t.level, t.datasets)
+    val, test = [r for r in val if _has_label(r, t.level)], [r for r in test if _has_label(r, t.level)]
+    return TargetData(plan, train, val, test, fit, plan.level_names.index(t.level))
 
 
 def refit_e0(model: PolyfidModel, level: str, batch: Batch, level_index: int) -> None:
@@ -86,9 +109,24 @@ def refit_e0(model: PolyfidModel, level: str, batch: Batch, level_index: int) ->
     head.e0.copy_(torch.from_numpy(e0))
 
 
+def fitted_levels(cfg: FinetuneConfig, plan: StreamPlan) -> list[HeadTargets]:
+    """The target level (energies, + forces if asked) and the auxiliary levels, with their loss weights."""
+    index = plan.level_names.index
+    targets = [
+        HeadTargets(cfg.target.level, index(cfg.target.level), LevelWeights(energy=1.0, forces=cfg.forces_weight))
+    ]
+    for aux in cfg.auxiliary:
+        if aux.level not in plan.level_names:
+            raise ValueError(f"auxiliary level {aux.level!r} is not in {cfg.target.shard_dirs} ({plan.level_names})")
+        targets.append(
+            HeadTargets(aux.level, index(aux.level), LevelWeights(energy=aux.energy_weight, forces=aux.forces_weight))
+        )
+    return targets
+
+
 def prepare_model(model: PolyfidModel, cfg: FinetuneConfig) -> str:
-    """Add/reuse the target head, initialised as configured, and set which parameters train. Returns how the head
-    was initialised (reported)."""
+    """Add/reuse the target head (initialised as configured) and the auxiliary levels' heads, and set which
+    parameters train. Returns how the target head was initialised (reported)."""
     level = cfg.target.level
     if level in model.head_names:
         how = f"existing head {level!r}"
@@ -99,17 +137,20 @@ def prepare_model(model: PolyfidModel, cfg: FinetuneConfig) -> str:
             how = f"copied from head {cfg.head_init!r}"
         else:
             how = "fresh"
+    fitted = [level, *(aux.level for aux in cfg.auxiliary)]
+    for name in fitted[1:]:
+        if name not in model.head_names:
+            model.add_head(name, None, normalize=False)
     for p in model.parameters():
         p.requires_grad_(cfg.strategy == "full")
-    if cfg.strategy == "head":
-        for p in model.heads[level].parameters():
-            p.requires_grad_(True)
-    elif cfg.strategy == "freeze":
+    if cfg.strategy == "freeze":
         for k, block in enumerate(model.backbone.blocks):
             for p in block.parameters():
                 p.requires_grad_(k >= cfg.freeze_blocks)
-        for p in model.heads.parameters():
-            p.requires_grad_(True)
+    if cfg.strategy in ("head", "freeze"):
+        for name in fitted:
+            for p in model.heads[name].parameters():
+                p.requires_grad_(True)
     return how
 
 
@@ -131,22 +172,26 @@ def finetune(model: PolyfidModel, cfg: FinetuneConfig, data: TargetData, log=Non
     level, h = cfg.target.level, data.level_index
     torch.manual_seed(cfg.seed)
     init = prepare_model(model, cfg)
-    refit_e0(model, level, data.plan.collate(data.train), h)
+    targets = fitted_levels(cfg, data.plan)
+    for t in targets:  # E0 by least squares before any step, on the energies each level is allowed to fit
+        with_energy = [r for r in data.fit if _has_label(r, t.name)]
+        if with_energy:
+            refit_e0(model, t.name, data.plan.collate(with_energy), t.level_index)
     val = data.batches(data.val or data.train, cfg.target.max_atoms)
     step0 = energy_errors(model, val, level, h)
-    target = [HeadTargets(level, h, LevelWeights(energy=1.0, forces=cfg.forces_weight))]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
+    names = [t.name for t in targets]
     # the starting point (refitted E0) is a candidate too: a fine-tune that never beats it returns it
     best, best_state, bad, epochs = step0["energy_rmse"], copy.deepcopy(model.state_dict()), 0, 0
     for epoch in range(cfg.max_epochs):
         epochs = epoch + 1
-        order = derive_rng(cfg.seed, epoch, "finetune-epoch").permutation(len(data.train))
+        order = derive_rng(cfg.seed, epoch, "finetune-epoch").permutation(len(data.fit))
         model.train()
-        for batch in data.batches([data.train[k] for k in order], cfg.target.max_atoms):
-            wanted = [level] if cfg.forces_weight > 0 and bool(batch.forces_mask[:, h].any()) else []
-            out = model(batch, [level], compute_forces=bool(wanted), force_heads=wanted)
-            loss = multifidelity_loss(out, batch, target)
+        for batch in data.batches([data.fit[k] for k in order], cfg.target.max_atoms):
+            wanted = force_heads(batch, targets)
+            out = model(batch, names, compute_forces=bool(wanted), force_heads=wanted)
+            loss = multifidelity_loss(out, batch, targets)
             opt.zero_grad()
             loss.backward()
             opt.step()

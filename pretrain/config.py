@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -229,10 +230,15 @@ def _read_yaml(path: Path, path_keys: tuple[str, ...]) -> dict[str, Any]:
             continue
         value = node.get(key)
         if isinstance(value, str):
-            node[key] = str(base / value)
+            node[key] = _resolve_path(base, value)
         elif isinstance(value, list):
-            node[key] = [str(base / v) if isinstance(v, str) else v for v in value]
+            node[key] = [_resolve_path(base, v) if isinstance(v, str) else v for v in value]
     return raw
+
+
+def _resolve_path(base: Path, value: str) -> str:
+    """`value` against `base`, unless it is a URI (`models:/name/3`, `s3://...`), which is kept as written."""
+    return value if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", value) else str(base / value)
 
 
 def load_yaml_config(

@@ -22,7 +22,8 @@ class PolyfidPyfunc(mlflow.pyfunc.PythonModel):
         self.package = load_package(context.artifacts["package"])
         self.calculator_cls = PolyfidCalculator
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # no type hints here: MLflow reads predict's hints as an input schema (a pandas frame of structures has none)
+    def predict(self, context, model_input, params=None):
         import pandas as pd
         from ase import Atoms
 

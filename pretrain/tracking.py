@@ -86,6 +86,7 @@ class Tracker:
             import mlflow
 
             mlflow.set_tracking_uri(self.uri)
+            mlflow.set_registry_uri(self.uri)  # never a registry left over from earlier calls in this process
             if mlflow.get_experiment_by_name(self.cfg.experiment) is None:
                 mlflow.create_experiment(
                     self.cfg.experiment, artifact_location=(self.run_dir / "mlartifacts").resolve().as_uri()

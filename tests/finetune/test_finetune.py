@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from finetune.config import load_finetune_config
-from finetune.train import finetune, load_target, prepare_model
+from finetune.source import fresh_model
+from finetune.train import energy_errors, finetune, load_target, prepare_model
 from pretrain.package import load_package
 from tests.finetune.packages import small_package
 
@@ -110,3 +111,37 @@ def test_cli_run_reports_linear_baseline_and_registers(source, demo_shards, tmp_
     ethanol.calc = PolyfidCalculator(next(folder.rglob("polyfid-finetuned.pt")), level=LEVEL)
     assert predicted["energy"][0] == pytest.approx(ethanol.get_potential_energy(), abs=1e-6)
     assert np.allclose(predicted["forces"][0], ethanol.get_forces(), atol=1e-5)
+
+
+def test_auxiliary_level_fits_low_level_labels_and_never_leaks_target_labels(source, demo_shards, tmp_path):
+    cfg = _config(tmp_path, source, demo_shards, init="scratch", max_epochs=2, auxiliary=[{"level": "gfn2-xtb"}])
+    data = load_target(cfg)
+    ids = {r.id for r in data.train}
+    assert len(data.train) == 40 and len(data.fit) > 100  # every ethanol train geometry has xTB labels
+    assert all(set(r.labels) == ({LEVEL, "gfn2-xtb"} if r.id in ids else {"gfn2-xtb"}) for r in data.fit)
+    assert all(r.labels["gfn2-xtb"].forces is not None for r in data.fit)
+    model = fresh_model(load_package(source), cfg.seed)
+    finetune(model, cfg, data)
+    assert model.head_names == [LEVEL, "gfn2-xtb"]
+    xtb = energy_errors(model, data.batches(data.fit[:20], 180), "gfn2-xtb", data.plan.level_names.index("gfn2-xtb"))
+    assert xtb["forces_mae"] < 5.0 and abs(xtb["energy_mae"]) < 5.0  # E0 refitted, xTB forces in the fit
+
+
+@pytest.mark.parametrize(("extra", "message"), [({"init": "scratch", "head_init": "gfn2-xtb"}, "init=scratch"),
+                         ({"auxiliary": [{"level": LEVEL}]}, "auxiliary levels")])  # fmt: skip
+def test_inconsistent_configs_are_refused(source, demo_shards, tmp_path, extra, message):
+    from pretrain.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _config(tmp_path, source, demo_shards, **extra)
+
+
+def test_crossover_is_where_nonlinear_wins_for_good():
+    from finetune.curves import crossover
+
+    def point(n, lin, non):
+        return {"n_train": n, "linear": {"energy_rmse": lin}, "nonlinear": {"energy_rmse": non}}
+
+    assert crossover([point(25, 1, 2), point(50, 1, 0.5), point(100, 1, 0.4)]) == 50
+    assert crossover([point(25, 1, 0.5), point(50, 1, 2), point(100, 1, 0.4)]) == 100
+    assert crossover([point(25, 1, 0.5), point(100, 1, 2)]) is None

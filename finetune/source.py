@@ -1,0 +1,98 @@
+"""Where a fine-tune (or an evaluation) starts: a model package file, a pretraining run directory, or a version in
+an MLflow model registry (`models:/polyfid-pretrained/3`, `models:/polyfid-pretrained@champion`,
+`models:/polyfid-pretrained/latest`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from pretrain.models import PolyfidModel
+from pretrain.models.registry import build_backbone
+from pretrain.package import LoadedPackage, load_package
+
+REGISTRY_SCHEME = "models:/"
+
+
+class SourceError(ValueError):
+    """A source that cannot be resolved (message names it and what was tried)."""
+
+
+def local_package(source: str) -> Path:
+    """A package file, or the one package under `<run dir>/model/` (a pretraining or fine-tuning run directory)."""
+    path = Path(source).expanduser().resolve()
+    if not path.is_dir():
+        return path
+    found = sorted((path / "model").glob("*.pt"))
+    if len(found) != 1:
+        raise SourceError(f"{path}: a run directory must hold exactly one package in model/, found {found}")
+    return found[0]
+
+
+def _registry(registry_uri: str | None) -> str:
+    uri = registry_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise SourceError(
+            "a models:/ source needs the MLflow store that holds the registry: set registry_uri (fine-tune config), "
+            "--registry-uri, or MLFLOW_TRACKING_URI (e.g. sqlite:///runs/demo/pretrain/mlflow.db or http://host:5000)"
+        )
+    return uri
+
+
+def download_registered(source: str, registry_uri: str | None, download_to: Path) -> tuple[Path, dict[str, str]]:
+    """Download the package of a registered model version; returns (package path, lineage tags naming the
+    version and its run)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = _registry(registry_uri)
+    ref = source.removeprefix(REGISTRY_SCHEME)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, number = ref.rpartition("/")
+            if number == "latest":
+                found = client.search_model_versions(f"name='{name}'")
+                if not found:
+                    raise SourceError(f"{source}: model {name!r} has no versions in {uri}")
+                version = max(found, key=lambda v: int(v.version))
+            else:
+                version = client.get_model_version(name, number)
+        folder = download_to / f"{version.name}-v{version.version}"
+        location = client.get_model_version_download_uri(version.name, version.version)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(folder), tracking_uri=uri)
+    except MlflowException as exc:
+        raise SourceError(f"{source}: cannot resolve it in the registry at {uri}: {exc.message}") from exc
+    packages = sorted(Path(local).glob("artifacts/*.pt"))
+    if len(packages) != 1:
+        raise SourceError(f"{source} (version {version.version}): expected one package artefact, found {packages}")
+    lineage = {"polyfid.source_model": f"{version.name}/{version.version}", "polyfid.source_registry": uri,
+               "polyfid.source_model_run": str(version.run_id)}  # fmt: skip
+    return packages[0], lineage
+
+
+def load_source(source: str, registry_uri: str | None, download_to: Path) -> tuple[LoadedPackage, dict[str, str]]:
+    """The source package loaded, with lineage tags (the package path; the registered version when there is one)."""
+    if source.startswith(REGISTRY_SCHEME):
+        path, lineage = download_registered(source, registry_uri, download_to)
+    else:
+        path, lineage = local_package(source), {}
+    package = load_package(path)
+    provenance = package.metadata.get("provenance", {})
+    lineage |= {"polyfid.source_package": str(path),
+                "polyfid.source_mlflow_run": str(provenance.get("mlflow_run_id")),
+                "polyfid.source_data_manifest_sha256": str(provenance.get("data_manifest_sha256"))}  # fmt: skip
+    return package, lineage
+
+
+def fresh_model(package: LoadedPackage, seed: int) -> PolyfidModel:
+    """The package's architecture with freshly initialised weights (seeded) and no heads: "trained from scratch"."""
+    spec = package.metadata["backbone"]
+    torch.manual_seed(seed)
+    return PolyfidModel(build_backbone(spec["kind"], spec["config"])).eval()
