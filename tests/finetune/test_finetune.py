@@ -48,8 +48,6 @@ def test_e0_refit_makes_step_zero_errors_sane_and_the_best_weights_are_kept(sour
     assert summary["head_init"] == "fresh"
     assert summary["step0_val"]["energy_mae"] < 2.0  # MP2 total energies are ~ -4200 eV
     assert summary["best_val_energy_rmse"] <= summary["step0_val"]["energy_rmse"]
-    from finetune.train import energy_errors
-
     val = energy_errors(model, data.batches(data.val, 180), LEVEL, data.level_index)
     assert val["energy_rmse"] == pytest.approx(summary["best_val_energy_rmse"])  # the best epoch's weights
 
