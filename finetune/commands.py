@@ -14,6 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config; later files are merged over earlier")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     f.set_defaults(func=_finetune)
+    r = subparsers.add_parser("report", help="table of test errors of fine-tuning runs (and their linear baselines)")
+    r.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="fine-tuning run directories")
+    r.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
+    r.set_defaults(func=_report)
     p = subparsers.add_parser("evaluate", help="energy/force errors of one head against one level of theory")
     p.add_argument("--model", required=True, help="model package (.pt), a run directory, or models:/NAME/VERSION")
     p.add_argument("--registry-uri", help="MLflow store of a models:/ --model (default: $MLFLOW_TRACKING_URI)")
@@ -42,6 +46,21 @@ def _finetune(args: argparse.Namespace) -> int:
         f"   -> {result['winner']} wins"
     )
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from finetune.report import COLUMNS, markdown_table, rows
+
+    table = rows(args.runs)
+    widths = {c: max(len(c), *(len(row[c]) for row in table)) for c in COLUMNS}
+    for line in [dict(zip(COLUMNS, COLUMNS, strict=True)), *table]:
+        print("  ".join(line[c].ljust(widths[c]) for c in COLUMNS))
+    if args.markdown:
+        from data_shards.atomic import atomic_write_bytes
+
+        atomic_write_bytes(args.markdown, (markdown_table(table) + "\n").encode())
+        print(f"table: {args.markdown}")
     return 0
 
 

@@ -14,6 +14,7 @@ from finetune.config import FinetuneConfig
 from finetune.curves import crossover, curve_plot
 from finetune.evaluate import parity_plot, predict, score
 from finetune.linear import element_counts, fit_linear, structure_features
+from finetune.report import describe_fit
 from finetune.source import fresh_model, load_source
 from finetune.train import TargetData, energy_errors, finetune, load_target
 from pretrain.models import PolyfidModel
@@ -98,7 +99,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         tracker.log_artifact(plot, "plots")
     version = tracker.register(cfg.registered_name, path, tags) if cfg.tracking.register else None
     tracker.end()
-    result = {"level": cfg.target.level, "init": cfg.init, "n_train": fit["n_train"], "n_fit": fit["n_fit"],
+    strategy = provenance.get("config", {}).get("strategy", {}).get("kind") if isinstance(provenance, dict) else None
+    result = {"level": cfg.target.level, "init": cfg.init, "source_strategy": strategy,
+              "fitted_on": describe_fit(cfg.model_dump(mode="json"), fit["n_train"]),
+              "n_train": fit["n_train"], "n_fit": fit["n_fit"],
               "n_test": len(data.test), **summary, "test": {"nonlinear": fit["nonlinear"], "linear": fit["linear"]},
               "winner": fit["winner"], "learning_curve": curve, "crossover_n": crossover(curve) if curve else None,
               "source": lineage, "package": str(path), "plots": [str(p) for p in plots],

@@ -1,23 +1,55 @@
 #!/usr/bin/env bash
-# polyfid's main job on a fresh machine: set up/reuse the local venv, then build, verify and inspect the demo shards
-# from the project's own QM corpus, pretrain on them, fine-tune to MP2 ethanol energies. Output: ${POLYFID_RUN_DIR:-runs/demo}.
+# polyfid's main job on a fresh machine: set up/reuse the local venv; build, verify and inspect the demo shards from
+# the project's own QM corpus; pretrain twice (multi-fidelity joint and Reptile, 2 Ray workers each); fine-tune to
+# 100 MP2 ethanol energies (ethanol is not in pretraining) from each start and from scratch; evaluate; print the
+# comparison table. Everything is tracked in one MLflow store. Output: ${POLYFID_RUN_DIR:-runs/demo}.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$(bash "$root/scripts/env.sh")
 run_dir=${POLYFID_RUN_DIR:-$root/runs/demo}
 export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 polyfid="$venv/bin/polyfid"
+store="sqlite:///$run_dir/mlflow.db"
+mkdir -p "$run_dir"
+
 "$polyfid" shards build "$root/data_shards/demo_corpus/sources.yaml" --out "$run_dir/shards"
 "$polyfid" shards verify "$run_dir/shards"
 "$polyfid" shards inspect "$run_dir/shards"
-# pretrain (multi-fidelity, 2 Ray workers) on the xTB MD + B3LYP subset; ethanol, the fine-tuning target, is left out
-"$polyfid" pretrain "$root/pretrain/configs/demo.yaml" --set "run_dir=$run_dir/pretrain" \
-  --set "data.shard_dirs=[$run_dir/shards]"
-echo "MLflow UI: $venv/bin/mlflow ui --backend-store-uri sqlite:///$run_dir/pretrain/mlflow.db"
-echo "learning curves: $run_dir/pretrain/plots/learning_curves.png"
-# fine-tune to 100 MP2 energies of ethanol (not in pretraining), with the linear baseline beside it
-"$polyfid" finetune "$root/finetune/configs/demo.yaml" --set "run_dir=$run_dir/finetune" \
-  --set "source=$run_dir/pretrain" --set "target.shard_dirs=[$run_dir/shards]"
-"$polyfid" evaluate --model "$run_dir/finetune/model/polyfid-finetuned.pt" --data "$run_dir/shards" \
-  --level mp2/cc-pvdz --datasets demo_target_ethanol --scan demo_scan_ethanol --plots "$run_dir/finetune/plots"
-echo "MLflow UI (fine-tune): $venv/bin/mlflow ui --backend-store-uri sqlite:///$run_dir/finetune/mlflow.db"
+
+# pretraining on the xTB MD + B3LYP subset (multi-fidelity joint, then Reptile over datasets); each registers
+pretrain() {
+  "$polyfid" pretrain "$root/pretrain/configs/demo.yaml" --mlflow-uri "$store" --set "data.shard_dirs=[$run_dir/shards]" "$@"
+}
+pretrain --set "run_dir=$run_dir/pretrain"
+pretrain --set "run_dir=$run_dir/pretrain-reptile" --set strategy.kind=reptile \
+  --set tracking.registered_model=polyfid-pretrained-reptile
+
+# fine-tuning to 100 MP2/cc-pVDZ energies of ethanol (MP2 forces only score), linear baseline beside each
+finetune() {
+  local name=$1
+  shift
+  "$polyfid" finetune "$root/finetune/configs/demo.yaml" --set "run_dir=$run_dir/finetune/$name" \
+    --set "target.shard_dirs=[$run_dir/shards]" --set "registry_uri=$store" --set "tracking.mlflow_uri=$store" "$@"
+}
+scratch=(--set source=models:/polyfid-pretrained/latest --set init=scratch --set head_init=null
+  --set tracking.register=false)
+xtb_forces=(--set "auxiliary=[{level: gfn2-xtb, energy_weight: 0.0}]") # xTB forces on the same ethanol geometries
+# the registered fine-tune (polyfid-mp2-cc-pvdz), with learning curves of both models
+finetune joint-pretrained --set source=models:/polyfid-pretrained/latest --set "learning_curve=[25,50,100,200]"
+finetune reptile-pretrained --set source=models:/polyfid-pretrained-reptile/latest --set tracking.register=false
+finetune joint-pretrained+xtb-forces --set source=models:/polyfid-pretrained/latest "${xtb_forces[@]}" \
+  --set tracking.register=false
+finetune scratch-energies "${scratch[@]}"
+finetune scratch-energies+xtb-forces "${scratch[@]}" "${xtb_forces[@]}"
+finetune scratch-energies+forces "${scratch[@]}" --set forces_weight=1.0
+
+"$polyfid" evaluate --model "$run_dir/finetune/joint-pretrained" --data "$run_dir/shards" \
+  --level mp2/cc-pvdz --datasets demo_target_ethanol --scan demo_scan_ethanol --plots "$run_dir/finetune/joint-pretrained/plots"
+
+echo
+echo "Test errors on held-out MP2/cc-pVDZ ethanol structures (MP2 forces are fitted only in the last row):"
+"$polyfid" report "$run_dir"/finetune/{joint-pretrained,reptile-pretrained,joint-pretrained+xtb-forces,scratch-energies,scratch-energies+xtb-forces,scratch-energies+forces} \
+  --markdown "$run_dir/results.md"
+echo
+echo "MLflow UI (every run and the registry): $venv/bin/mlflow ui --backend-store-uri $store"
+echo "plots: $run_dir/pretrain/plots, $run_dir/finetune/*/plots (parity, learning curve, scan)"
