@@ -40,7 +40,7 @@ from finetune.run import starting_model  # noqa: E402
 from finetune.train import energy_errors, finetune, load_target  # noqa: E402
 from pretrain.config import validate_config  # noqa: E402
 from pretrain.models import build_model  # noqa: E402
-from pretrain.models.registry import build_backbone  # noqa: E402
+from pretrain.models.registry import BACKBONES, build_backbone  # noqa: E402
 from pretrain.package import load_package, save_package  # noqa: E402
 
 HIGH, LOW = "high", "low"  # level names in the benchmark's shards (the real method names are in the manifest)
@@ -51,7 +51,6 @@ MODELS = {
 }
 WIDTH = {"n_features": 32, "n_sensitivities": 16, "n_interactions": 2, "n_atom_layers": 2, "cutoff": 5.0,
          "r_soft_max": 5.0}  # fmt: skip
-BACKBONE_EXTRA = {"hipnn": {}, "hipnn_ts": {}, "hiphop": {}}
 
 
 def build(args: argparse.Namespace) -> Path:
@@ -76,7 +75,7 @@ def architecture(shards: Path, backbone: str, out: Path) -> Path:
     path = out / f"architecture-{backbone}.pt"
     if not path.exists():
         manifest = Manifest.load(shards)
-        module = build_backbone(backbone, {"elements": manifest.elements, **WIDTH, **BACKBONE_EXTRA[backbone]})
+        module = build_backbone(backbone, {"elements": manifest.elements, **WIDTH})  # HOP: (n_max, l_max) = (4, 3)
         save_package(path, build_model(module, {LOW: manifest.levels[LOW]}), provenance={"benchmark": "scratch"})
     return path
 
@@ -146,7 +145,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200, 400, 800])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--backbones", nargs="+", default=["hipnn"], choices=list(BACKBONE_EXTRA))
+    p.add_argument("--backbones", nargs="+", default=["hipnn"], choices=sorted(BACKBONES))
     p.add_argument("--val", type=float, default=0.04)
     p.add_argument("--test", type=float, default=0.15)
     p.add_argument("--epochs", type=int, default=150)
