@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 SPLITS = ("train", "val", "test")
+VERDICT = {"linear": "linear wins", "nonlinear": "nonlinear wins", "tie": "tie (no epoch beat the linear start)"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def _finetune(args: argparse.Namespace) -> int:
     )
     print(
         f"  nonlinear fine-tune {non['energy_rmse']:.4f} eV   linear baseline {lin['energy_rmse']:.4f} eV"
-        f"   -> {result['winner']} wins"
+        f"   -> {VERDICT[result['winner']]}"
     )
     print(json.dumps(result, indent=1))
     return 0

@@ -18,6 +18,9 @@ class TargetSection(_Section):
     max_atoms: int = Field(default=512, gt=0)
 
 
+LINEAR_INIT = "linear"
+
+
 class AuxiliaryLevel(_Section):
     """Multi-fidelity fine-tuning: a (usually lower) level kept in the fit beside the target, on the target's own
     geometries (`datasets` unset) or on replayed pretraining datasets. Its labels of the target level are never
@@ -35,7 +38,7 @@ class FinetuneTracking(TrackingSection):
 
     experiment: str = "polyfid-finetune"
     registered_model: str | None = None  # None: polyfid-<target level>
-    register: bool = True  # False: track the run, register nothing (sweeps)
+    register_model: bool = True  # False: track the run, register nothing (sweeps)
 
 
 class FinetuneConfig(_Section):
@@ -50,7 +53,9 @@ class FinetuneConfig(_Section):
     learning_curve: list[int] = Field(
         default_factory=list
     )  # also fit both models on these n_train values and plot error vs N
-    head_init: str | None = None  # None: a fresh head; else copy this existing head's weights
+    # None: a fresh head; "linear": the linear baseline's ridge weights (linear probe, then fine-tune); else the
+    # name of an existing head to copy
+    head_init: str | None = None
     strategy: Literal["full", "head", "freeze"] = "full"  # freeze: the first `freeze_blocks` interaction blocks
     freeze_blocks: int = Field(default=1, ge=0)
     forces_weight: float = Field(default=0.0, ge=0)  # > 0: fit the target's forces too, where it has them

@@ -13,6 +13,7 @@ import torch
 from data_shards.stream import Batch
 from pretrain.models import PolyfidModel
 from pretrain.models.graph import build_graph
+from pretrain.models.heads import EnergyHead
 
 ALPHAS = tuple(10.0**k for k in range(-8, 5))  # ridge strengths tried (relative to the mean feature variance)
 
@@ -107,3 +108,24 @@ def fit_linear(
     w = _ridge_path(x, residual, [alphas[best]])[0]
     cv_rmse = float(np.sqrt(sq_err[best] / n))
     return LinearBaseline(list(elements), base.e0, mean, scale, w, float(alphas[best]), cv_rmse)
+
+
+def fit_structures(model: PolyfidModel, batch: Batch, level_index: int, seed: int = 0) -> LinearBaseline:
+    """`fit_linear` on a batch's energies at one level, with the model's frozen summed features."""
+    elements = model.backbone.elements
+    counts, features = element_counts(batch, elements), structure_features(model, batch)
+    return fit_linear(counts, features, batch.energy[:, level_index].numpy(), elements, seed=seed)
+
+
+def load_into_head(fit: LinearBaseline, head: EnergyHead) -> None:
+    """Give a head the ridge weights of `fit` (linear probing before fine-tuning): the head is linear in the same
+    summed features, so only the centring constant is left, and it goes into E0 when E0 is refitted next."""
+    if fit.alpha is None:
+        raise ValueError("a counts-only baseline has no feature weights to load")
+    w = torch.from_numpy(fit.w / fit.scale) / head.scale
+    sizes = [layer.in_features for layer in head.layers]
+    if sum(sizes) != len(w):
+        raise ValueError(f"the fit has {len(w)} feature weights, the head's layers take {sizes}")
+    with torch.no_grad():
+        for layer, part in zip(head.layers, torch.split(w, sizes), strict=True):
+            layer.weight.copy_(part.reshape(1, -1))

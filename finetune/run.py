@@ -13,7 +13,7 @@ from data_shards.atomic import atomic_write_bytes
 from finetune.config import FinetuneConfig
 from finetune.curves import crossover, curve_plot
 from finetune.evaluate import parity_plot, predict, score
-from finetune.linear import element_counts, fit_linear, structure_features
+from finetune.linear import element_counts, fit_structures, structure_features
 from finetune.report import describe_fit
 from finetune.source import fresh_model, load_source
 from finetune.train import TargetData, energy_errors, finetune, load_target
@@ -26,19 +26,19 @@ PACKAGE_NAME = "polyfid-finetuned.pt"
 
 def linear_baseline(model: PolyfidModel, data: TargetData, cfg: FinetuneConfig) -> dict[str, Any]:
     """Ridge on the starting model's frozen features (+ E0 on counts), fitted on the train subset, scored on test."""
-    elements = model.backbone.elements
     h = data.level_index
-
-    def arrays(records):
-        batch = data.plan.collate(records)
-        return element_counts(batch, elements), structure_features(model, batch), batch.energy[:, h].numpy()
-
-    c, f, e = arrays(data.train)
-    fit = fit_linear(c, f, e, elements, seed=cfg.seed)
-    c_t, f_t, e_t = arrays(data.test)
-    err = fit.predict(c_t, f_t) - e_t
+    fit = fit_structures(model, data.plan.collate(data.train), h, cfg.seed)
+    test = data.plan.collate(data.test)
+    err = fit.predict(element_counts(test, fit.elements), structure_features(model, test)) - test.energy[:, h].numpy()
     return {"energy_mae": float(np.abs(err).mean()), "energy_rmse": float(np.sqrt((err**2).mean())),
             "alpha": fit.alpha, "cv_rmse": fit.cv_rmse}  # fmt: skip
+
+
+def compare(linear_rmse: float, nonlinear_rmse: float) -> str:
+    """Which model wins on test energy RMSE ("tie" when equal: a linear-probe start that no epoch improved on)."""
+    if abs(linear_rmse - nonlinear_rmse) <= 1e-9 * max(linear_rmse, nonlinear_rmse):
+        return "tie"
+    return "linear" if linear_rmse < nonlinear_rmse else "nonlinear"
 
 
 def starting_model(package: LoadedPackage, cfg: FinetuneConfig) -> PolyfidModel:
@@ -53,7 +53,7 @@ def fit_both(package: LoadedPackage, cfg: FinetuneConfig, data: TargetData, log=
     summary = finetune(model, cfg, data, log=log)
     test = data.batches(data.test, cfg.target.max_atoms)
     nonlinear = energy_errors(model, test, cfg.target.level, data.level_index)
-    winner = "linear" if linear["energy_rmse"] < nonlinear["energy_rmse"] else "nonlinear"
+    winner = compare(linear["energy_rmse"], nonlinear["energy_rmse"])
     return {"model": model, "summary": summary, "n_train": len(data.train), "n_fit": len(data.fit),
             "linear": linear, "nonlinear": nonlinear, "winner": winner}  # fmt: skip
 
@@ -97,7 +97,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     tracker.log_artifact(path, "package")
     for plot in plots:
         tracker.log_artifact(plot, "plots")
-    version = tracker.register(cfg.registered_name, path, tags) if cfg.tracking.register else None
+    version = tracker.register(cfg.registered_name, path, tags) if cfg.tracking.register_model else None
     tracker.end()
     strategy = provenance.get("config", {}).get("strategy", {}).get("kind") if isinstance(provenance, dict) else None
     result = {"level": cfg.target.level, "init": cfg.init, "source_strategy": strategy,

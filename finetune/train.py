@@ -22,8 +22,8 @@ from data_shards.stream.pipeline import record_streams
 from data_shards.stream.seeding import derive_rng
 from data_shards.stream.sources import Consumer
 from data_shards.stream.torch_loader import read_webdataset
-from finetune.config import FinetuneConfig
-from finetune.linear import element_counts
+from finetune.config import LINEAR_INIT, FinetuneConfig
+from finetune.linear import element_counts, fit_structures, load_into_head
 from pretrain.config import LevelWeights
 from pretrain.losses import STAT_FIELDS, HeadTargets, force_heads, head_stats, metrics_from_stats, multifidelity_loss
 from pretrain.models import PolyfidModel
@@ -132,7 +132,9 @@ def prepare_model(model: PolyfidModel, cfg: FinetuneConfig) -> str:
         how = f"existing head {level!r}"
     else:
         head = model.add_head(level, None, normalize=False)
-        if cfg.head_init is not None:
+        if cfg.head_init == LINEAR_INIT:
+            how = "linear baseline's ridge weights"
+        elif cfg.head_init is not None:
             head.load_state_dict(model.heads[cfg.head_init].state_dict())
             how = f"copied from head {cfg.head_init!r}"
         else:
@@ -173,6 +175,8 @@ def finetune(model: PolyfidModel, cfg: FinetuneConfig, data: TargetData, log=Non
     torch.manual_seed(cfg.seed)
     init = prepare_model(model, cfg)
     targets = fitted_levels(cfg, data.plan)
+    if cfg.head_init == LINEAR_INIT:  # linear probing, then fine-tuning: step 0 is the linear baseline
+        load_into_head(fit_structures(model, data.plan.collate(data.train), h, cfg.seed), model.heads[level])
     for t in targets:  # E0 by least squares before any step, on the energies each level is allowed to fit
         with_energy = [r for r in data.fit if _has_label(r, t.name)]
         if with_energy:

@@ -31,14 +31,14 @@ finetune() {
   "$polyfid" finetune "$root/finetune/configs/demo.yaml" --set "run_dir=$run_dir/finetune/$name" \
     --set "target.shard_dirs=[$run_dir/shards]" --set "registry_uri=$store" --set "tracking.mlflow_uri=$store" "$@"
 }
-scratch=(--set source=models:/polyfid-pretrained/latest --set init=scratch --set head_init=null
-  --set tracking.register=false)
+scratch=(--set source=models:/polyfid-pretrained/latest --set init=scratch --set head_init=null --set lr=1e-3
+  --set tracking.register_model=false)
 xtb_forces=(--set "auxiliary=[{level: gfn2-xtb, energy_weight: 0.0}]") # xTB forces on the same ethanol geometries
 # the registered fine-tune (polyfid-mp2-cc-pvdz), with learning curves of both models
 finetune joint-pretrained --set source=models:/polyfid-pretrained/latest --set "learning_curve=[25,50,100,200]"
-finetune reptile-pretrained --set source=models:/polyfid-pretrained-reptile/latest --set tracking.register=false
+finetune reptile-pretrained --set source=models:/polyfid-pretrained-reptile/latest --set tracking.register_model=false
 finetune joint-pretrained+xtb-forces --set source=models:/polyfid-pretrained/latest "${xtb_forces[@]}" \
-  --set tracking.register=false
+  --set tracking.register_model=false
 finetune scratch-energies "${scratch[@]}"
 finetune scratch-energies+xtb-forces "${scratch[@]}" "${xtb_forces[@]}"
 finetune scratch-energies+forces "${scratch[@]}" --set forces_weight=1.0

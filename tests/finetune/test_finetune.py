@@ -87,7 +87,7 @@ def test_cli_run_reports_linear_baseline_and_registers(source, demo_shards, tmp_
     out = capsys.readouterr().out
     assert "linear baseline" in out and "wins" in out
     result = json.loads((cfg.run_dir / "result.json").read_text())
-    assert result["winner"] in ("linear", "nonlinear") and result["epochs"] == 5
+    assert result["winner"] in ("linear", "nonlinear", "tie") and result["epochs"] == 5
     assert result["test"]["linear"]["energy_rmse"] > 0 and result["test"]["nonlinear"]["forces_mae"] > 0
     assert result["registered_model"] == "polyfid-mp2-cc-pvdz" and result["version"] == "1"
     package = load_package(result["package"])
@@ -143,3 +143,20 @@ def test_crossover_is_where_nonlinear_wins_for_good():
     assert crossover([point(25, 1, 2), point(50, 1, 0.5), point(100, 1, 0.4)]) == 50
     assert crossover([point(25, 1, 0.5), point(50, 1, 2), point(100, 1, 0.4)]) == 100
     assert crossover([point(25, 1, 0.5), point(100, 1, 2)]) is None
+
+
+def test_linear_head_init_starts_the_fine_tune_at_the_linear_baseline(source, demo_shards, tmp_path):
+    from finetune.linear import element_counts, fit_structures, structure_features
+
+    cfg = _config(tmp_path, source, demo_shards, head_init="linear", max_epochs=1)
+    data = load_target(cfg)
+    model = load_package(source).model
+    fit = fit_structures(model, data.plan.collate(data.train), data.level_index, cfg.seed)
+    val = data.plan.collate(data.val)
+    err = (
+        fit.predict(element_counts(val, fit.elements), structure_features(model, val))
+        - val.energy[:, data.level_index].numpy()
+    )
+    summary = finetune(model, cfg, data)
+    assert summary["head_init"] == "linear baseline's ridge weights"
+    assert summary["step0_val"]["energy_rmse"] == pytest.approx(float(np.sqrt((err**2).mean())), rel=1e-4)
