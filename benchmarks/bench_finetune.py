@@ -41,8 +41,8 @@ def one_run(args: argparse.Namespace, start: str, n: int, seed: int) -> dict[str
     folder, init = STARTS[start]
     source = args.demo / folder / "model" / "polyfid-pretrained.pt"
     raw = {"run_dir": str(args.out / "runs" / f"{start}-{n}-{seed}"), "seed": seed, "source": str(source),
-           "init": init, "lr": args.lr, "max_epochs": args.epochs, "patience": args.patience,
-           "head_init": args.head_init if init == "pretrained" else None,
+           "init": init, "lr": args.lr if init == "pretrained" else args.lr_scratch, "max_epochs": args.epochs,
+           "patience": args.patience, "head_init": args.head_init if init == "pretrained" else None,
            "target": {"shard_dirs": [str(args.demo / "shards")], "level": args.level, "datasets": [args.target],
                       "n_train": n, "max_atoms": 256}}  # fmt: skip
     cfg: FinetuneConfig = validate_config(raw, f"{start} N={n}", FinetuneConfig)
@@ -108,13 +108,14 @@ def main() -> None:
     p.add_argument("--level", default="mp2/cc-pvdz")
     p.add_argument("--target", default="demo_target_ethanol")
     p.add_argument("--scan", default="demo_scan_ethanol")
-    p.add_argument("--head-init", default="gfn2-xtb", help="head copied for the pretrained starts")
+    p.add_argument("--head-init", default="linear", help="target head of the pretrained starts (linear probe)")
     p.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--starts", nargs="+", default=list(STARTS), choices=list(STARTS))
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--patience", type=int, default=25)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-4, help="pretrained starts (as finetune/configs/demo.yaml)")
+    p.add_argument("--lr-scratch", type=float, default=1e-3, help="no pretraining (as scripts/demo.sh)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_finetune")
     args = p.parse_args()
     args.demo, args.out = args.demo.resolve(), args.out.resolve()

@@ -33,14 +33,14 @@ finetune() {
 }
 scratch=(--set source=models:/polyfid-pretrained/latest --set init=scratch --set head_init=null --set lr=1e-3
   --set tracking.register_model=false)
-xtb_forces=(--set "auxiliary=[{level: gfn2-xtb, energy_weight: 0.0}]") # xTB forces on the same ethanol geometries
+xtb=(--set "auxiliary=[{level: gfn2-xtb}]") # multi-fidelity: xTB energies + forces on the same ethanol geometries
 # the registered fine-tune (polyfid-mp2-cc-pvdz), with learning curves of both models
 finetune joint-pretrained --set source=models:/polyfid-pretrained/latest --set "learning_curve=[25,50,100,200]"
 finetune reptile-pretrained --set source=models:/polyfid-pretrained-reptile/latest --set tracking.register_model=false
-finetune joint-pretrained+xtb-forces --set source=models:/polyfid-pretrained/latest "${xtb_forces[@]}" \
+finetune joint-pretrained+xtb --set source=models:/polyfid-pretrained/latest "${xtb[@]}" \
   --set tracking.register_model=false
 finetune scratch-energies "${scratch[@]}"
-finetune scratch-energies+xtb-forces "${scratch[@]}" "${xtb_forces[@]}"
+finetune scratch-energies+xtb "${scratch[@]}" "${xtb[@]}"
 finetune scratch-energies+forces "${scratch[@]}" --set forces_weight=1.0
 
 "$polyfid" evaluate --model "$run_dir/finetune/joint-pretrained" --data "$run_dir/shards" \
@@ -48,7 +48,7 @@ finetune scratch-energies+forces "${scratch[@]}" --set forces_weight=1.0
 
 echo
 echo "Test errors on held-out MP2/cc-pVDZ ethanol structures (MP2 forces are fitted only in the last row):"
-"$polyfid" report "$run_dir"/finetune/{joint-pretrained,reptile-pretrained,joint-pretrained+xtb-forces,scratch-energies,scratch-energies+xtb-forces,scratch-energies+forces} \
+"$polyfid" report "$run_dir"/finetune/{joint-pretrained,reptile-pretrained,joint-pretrained+xtb,scratch-energies,scratch-energies+xtb,scratch-energies+forces} \
   --markdown "$run_dir/results.md"
 echo
 echo "MLflow UI (every run and the registry): $venv/bin/mlflow ui --backend-store-uri $store"
