@@ -25,9 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from finetune.commands import SPLITS  # noqa: E402
 from finetune.config import FinetuneConfig  # noqa: E402
-from finetune.evaluate import predict, scan_roughness, score  # noqa: E402
+from finetune.evaluate import score_scan  # noqa: E402
 from finetune.run import fit_both  # noqa: E402
 from finetune.train import load_target  # noqa: E402
 from pretrain.config import validate_config  # noqa: E402
@@ -48,13 +47,12 @@ def one_run(args: argparse.Namespace, start: str, n: int, seed: int) -> dict[str
     cfg: FinetuneConfig = validate_config(raw, f"{start} N={n}", FinetuneConfig)
     t0 = time.perf_counter()
     fit = fit_both(load_package(source), cfg, load_target(cfg))
-    scan = predict(fit["model"], cfg.target.shard_dirs, args.level, SPLITS, [args.scan])
-    scan_score = score(scan, args.level)
+    scan = score_scan(fit["model"], cfg.target.shard_dirs, args.level, args.scan)
     return {"seconds": time.perf_counter() - t0, "epochs": fit["summary"]["epochs"],
             **{f"nonlinear_{k}": v for k, v in fit["nonlinear"].items()},
             **{f"linear_{k}": v for k, v in fit["linear"].items()},
-            "scan_roughness_ratio": scan_roughness(scan)["roughness_ratio"],
-            "scan_energy_rmse": scan_score.energy_rmse, "scan_forces_mae": scan_score.forces_mae}  # fmt: skip
+            "scan_roughness_ratio": scan["roughness_ratio"], "scan_energy_rmse": scan["energy_rmse"],
+            "scan_forces_mae": scan["forces_mae"]}  # fmt: skip
 
 
 def _mean_std(values: list[float], scale: float = 1000.0, digits: int = 0) -> str:

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-SPLITS = ("train", "val", "test")
+from finetune.evaluate import SPLITS
+
 VERDICT = {"linear": "linear wins", "nonlinear": "nonlinear wins", "tie": "tie (no epoch beat the linear start)"}
 
 
@@ -68,7 +69,7 @@ def _report(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from finetune.evaluate import parity_plot, predict, scan_plot, scan_roughness, score
+    from finetune.evaluate import parity_plot, predict, score, score_scan
     from finetune.source import load_source
 
     with tempfile.TemporaryDirectory(prefix="polyfid-registry-") as download:
@@ -79,10 +80,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.plots:
         result["parity_plot"] = str(parity_plot(pred, evaluation, args.plots / "parity.png"))
     if args.scan:
-        scan = predict(model, args.data, args.level, SPLITS, [args.scan])
-        result["scan"] = {"dataset": args.scan, "points": len(scan.ids), **scan_roughness(scan)}
-        if args.plots:
-            result["scan"]["plot"] = str(scan_plot(scan, args.level, args.plots / "scan.png"))
+        plot = args.plots / "scan.png" if args.plots else None
+        result["scan"] = score_scan(model, args.data, args.level, args.scan, plot)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

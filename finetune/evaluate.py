@@ -14,6 +14,8 @@ from data_shards.errors import PolyfidDataError
 from data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
 from pretrain.models import PolyfidModel
 
+SPLITS = ("train", "val", "test")
+
 
 @dataclass
 class Predictions:
@@ -187,3 +189,17 @@ def scan_plot(pred: Predictions, level: str, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def score_scan(
+    model: PolyfidModel, shard_dirs: list[Path], level: str, dataset: str, plot: Path | None = None
+) -> dict[str, Any]:
+    """A dataset read as a scan (all splits, record order): roughness vs the reference, energy/force errors along
+    it, and (with `plot`) the scan plot."""
+    scan = predict(model, shard_dirs, level, SPLITS, [dataset])
+    errors = score(scan, level)
+    result = {"dataset": dataset, "points": len(scan.ids), **scan_roughness(scan),
+              "energy_rmse": errors.energy_rmse, "forces_mae": errors.forces_mae}  # fmt: skip
+    if plot is not None:
+        result["plot"] = str(scan_plot(scan, level, plot))
+    return result

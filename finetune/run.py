@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from data_shards.atomic import atomic_write_bytes
 from finetune.config import FinetuneConfig
 from finetune.curves import crossover, curve_plot
-from finetune.evaluate import parity_plot, predict, score
+from finetune.evaluate import parity_plot, predict, score, score_scan
 from finetune.linear import element_counts, fit_structures, structure_features
 from finetune.report import describe_fit
 from finetune.source import fresh_model, load_source
@@ -87,6 +88,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     plots = [parity_plot(pred, score(pred, cfg.target.level), cfg.run_dir / "plots" / "parity_test.png")]
     test_metrics = {f"test/nonlinear/{k}": v for k, v in fit["nonlinear"].items()}
     test_metrics.update({f"test/linear/{k}": v for k, v in fit["linear"].items() if v is not None})
+    scan = None
+    if cfg.scan:
+        scan = score_scan(model, cfg.target.shard_dirs, cfg.target.level, cfg.scan, cfg.run_dir / "plots" / "scan.png")
+        plots.append(Path(scan["plot"]))
+        test_metrics.update({f"scan/{k}": v for k, v in scan.items() if isinstance(v, float)})
     tracker.log_metrics(test_metrics, summary["epochs"])
     curve = learning_curve(package, cfg) if cfg.learning_curve else []
     for point in curve:
@@ -104,7 +110,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
               "fitted_on": describe_fit(cfg.model_dump(mode="json"), fit["n_train"]),
               "n_train": fit["n_train"], "n_fit": fit["n_fit"],
               "n_test": len(data.test), **summary, "test": {"nonlinear": fit["nonlinear"], "linear": fit["linear"]},
-              "winner": fit["winner"], "learning_curve": curve, "crossover_n": crossover(curve) if curve else None,
+              "winner": fit["winner"], "scan": scan, "learning_curve": curve,
+              "crossover_n": crossover(curve) if curve else None,
               "source": lineage, "package": str(path), "plots": [str(p) for p in plots],
               "registered_model": cfg.registered_name, "version": version}  # fmt: skip
     atomic_write_bytes(cfg.run_dir / "result.json", json.dumps(result, indent=1).encode())

@@ -35,7 +35,8 @@ scratch=(--set source=models:/polyfid-pretrained/latest --set init=scratch --set
   --set tracking.register_model=false)
 xtb=(--set "auxiliary=[{level: gfn2-xtb}]") # multi-fidelity: xTB energies + forces on the same ethanol geometries
 # the registered fine-tune (polyfid-mp2-cc-pvdz), with learning curves of both models
-finetune joint-pretrained --set source=models:/polyfid-pretrained/latest --set "learning_curve=[25,50,100,200]"
+finetune joint-pretrained --set source=models:/polyfid-pretrained/latest --set "learning_curve=[25,50,100,200]" \
+  --set scan=demo_scan_ethanol
 finetune reptile-pretrained --set source=models:/polyfid-pretrained-reptile/latest --set tracking.register_model=false
 finetune joint-pretrained+xtb --set source=models:/polyfid-pretrained/latest "${xtb[@]}" \
   --set tracking.register_model=false

@@ -1,5 +1,5 @@
 """Against a real `mlflow server` on loopback: register a pretrained package there, fine-tune from its registry URI
-with tracking on the server (multi-fidelity auxiliary level and a learning curve included), and load the
+with tracking on the server (multi-fidelity auxiliary level, a learning curve and a scan included), and load the
 registered fine-tune back from the server as a pyfunc model."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_finetune_from_a_registry_uri_on_a_server(server, demo_shards, tmp_path,
                  "tracking.system_metrics=false", f"target.shard_dirs=[{demo_shards}]", f"target.level={LEVEL}",
                  "target.datasets=[demo_target_ethanol]", "target.n_train=24", "target.max_atoms=180",
                  "max_epochs=3", "patience=3", "head_init=gfn2-xtb", "learning_curve=[8,16]",
-                 "auxiliary=[{level: gfn2-xtb, n: 48}]"]  # fmt: skip
+                 "auxiliary=[{level: gfn2-xtb, n: 48}]", "scan=demo_scan_ethanol"]  # fmt: skip
     config = tmp_path / "ft.yaml"
     config.write_text("{}\n")
     assert main(["finetune", str(config), *[a for o in overrides for a in ("--set", o)]]) == 0
@@ -78,6 +78,7 @@ def test_finetune_from_a_registry_uri_on_a_server(server, demo_shards, tmp_path,
     assert result["n_train"] == 24 and 48 <= result["n_fit"] <= 72
     assert [p["n_train"] for p in result["learning_curve"]] == [8, 16] and "crossover_n" in result
     assert (run_dir / "plots" / "learning_curve.png").stat().st_size > 1000
+    assert result["scan"]["points"] == 36 and result["scan"]["roughness_ratio"] > 0
 
     client = MlflowClient(server)
     version = client.get_model_version("polyfid-mp2-cc-pvdz", result["version"])
@@ -85,7 +86,7 @@ def test_finetune_from_a_registry_uri_on_a_server(server, demo_shards, tmp_path,
     run = client.get_run(version.run_id)
     assert "test/linear/energy_rmse" in run.data.metrics and "curve/nonlinear/energy_rmse" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "plots")}
-    assert {"plots/parity_test.png", "plots/learning_curve.png"} <= artifacts
+    assert {"plots/parity_test.png", "plots/learning_curve.png", "plots/scan.png"} <= artifacts
 
     mlflow.set_tracking_uri(server)
     ethanol = molecule("CH3CH2OH")
