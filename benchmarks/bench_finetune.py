@@ -91,6 +91,8 @@ def summarise(rows: list[dict[str, Any]], out: Path) -> str:
             ax.errorbar(sizes, [v.mean() for v in values], yerr=[v.std() for v in values], fmt=style, capsize=3,
                         label=f"{model}, pretraining: {start}")  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="high-level training energies N", ylabel="test energy RMSE (meV)")
+    ax.set_xticks(sorted({r["n"] for r in rows}), [str(k) for k in sorted({r["n"] for r in rows})], minor=False)
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=120)

@@ -128,6 +128,8 @@ def summarise(rows: list[dict[str, Any]], out: Path) -> str:
         n, mean, std = map(np.array, zip(*sorted(points), strict=True))
         ax.errorbar(n, mean, yerr=std, marker="o", capsize=3, label=f"{backbone} {model}")
     ax.set(xscale="log", yscale="log", xlabel="high-level energies N", ylabel="high-level force MAE (meV/A)")
+    ax.set_xticks(sorted({r["n"] for r in rows}), [str(k) for k in sorted({r["n"] for r in rows})], minor=False)
+    ax.minorticks_off()
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "learning_curve.png", dpi=120)

@@ -33,6 +33,8 @@ def curve_plot(points: list[dict[str, Any]], level: str, path: Path, metric: str
         ax.plot(n, [p[model][metric] * 1000 for p in points], style, label=label)
     ax.set(xscale="log", yscale="log", xlabel="training structures N", ylabel=f"test {metric.replace('_', ' ')} (meV)",
            title=f"learning curve at {level}")  # fmt: skip
+    ax.set_xticks(n, [str(k) for k in n], minor=False)
+    ax.minorticks_off()
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
