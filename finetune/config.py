@@ -50,9 +50,8 @@ class FinetuneConfig(_Section):
     init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: the source's architecture, fresh weights
     target: TargetSection
     auxiliary: list[AuxiliaryLevel] = Field(default_factory=list)  # multi-fidelity fine-tuning
-    learning_curve: list[int] = Field(
-        default_factory=list
-    )  # also fit both models on these n_train values and plot error vs N
+    scan: str | None = None  # a dataset of the target's shards read as a scan: smoothness and errors along it
+    learning_curve: list[int] = Field(default_factory=list)  # also fit both models at these n_train: error vs N
     # None: a fresh head; "linear": the linear baseline's ridge weights (linear probe, then fine-tune); else the
     # name of an existing head to copy
     head_init: str | None = None

@@ -79,31 +79,37 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     tracker = Tracker(cfg.tracking, cfg.run_dir)
     tags = {**lineage, "polyfid.target_level": cfg.target.level, "polyfid.init": cfg.init}
     tracker.start(cfg.run_dir.name, cfg.model_dump(mode="json"), tags)
-    fit = fit_both(package, cfg, data, log=tracker.log_metrics)
-    model, summary = fit["model"], fit["summary"]
-    provenance = package.metadata.get("provenance", {})
-    lineage_meta = {"source": lineage, "source_provenance": provenance, "config": cfg.model_dump(mode="json")}
-    path = save_package(cfg.run_dir / "model" / PACKAGE_NAME, model, provenance=lineage_meta)
-    pred = predict(model, cfg.target.shard_dirs, cfg.target.level, ("test",), cfg.target.datasets)
-    plots = [parity_plot(pred, score(pred, cfg.target.level), cfg.run_dir / "plots" / "parity_test.png")]
-    test_metrics = {f"test/nonlinear/{k}": v for k, v in fit["nonlinear"].items()}
-    test_metrics.update({f"test/linear/{k}": v for k, v in fit["linear"].items() if v is not None})
-    scan = None
-    if cfg.scan:
-        scan = score_scan(model, cfg.target.shard_dirs, cfg.target.level, cfg.scan, cfg.run_dir / "plots" / "scan.png")
-        plots.append(Path(scan["plot"]))
-        test_metrics.update({f"scan/{k}": v for k, v in scan.items() if isinstance(v, float)})
-    tracker.log_metrics(test_metrics, summary["epochs"])
-    curve = learning_curve(package, cfg) if cfg.learning_curve else []
-    for point in curve:
-        tracker.log_metrics({f"curve/{m}/energy_rmse": point[m]["energy_rmse"] for m in ("linear", "nonlinear")},
-                            point["n_train"])  # fmt: skip
-    if curve:
-        plots.append(curve_plot(curve, cfg.target.level, cfg.run_dir / "plots" / "learning_curve.png"))
-    tracker.log_artifact(path, "package")
-    for plot in plots:
-        tracker.log_artifact(plot, "plots")
-    version = tracker.register(cfg.registered_name, path, tags) if cfg.tracking.register_model else None
+    try:
+        fit = fit_both(package, cfg, data, log=tracker.log_metrics)
+        model, summary = fit["model"], fit["summary"]
+        provenance = package.metadata.get("provenance", {})
+        lineage_meta = {"source": lineage, "source_provenance": provenance, "config": cfg.model_dump(mode="json")}
+        path = save_package(cfg.run_dir / "model" / PACKAGE_NAME, model, provenance=lineage_meta)
+        pred = predict(model, cfg.target.shard_dirs, cfg.target.level, ("test",), cfg.target.datasets)
+        plots = [parity_plot(pred, score(pred, cfg.target.level), cfg.run_dir / "plots" / "parity_test.png")]
+        test_metrics = {f"test/nonlinear/{k}": v for k, v in fit["nonlinear"].items()}
+        test_metrics.update({f"test/linear/{k}": v for k, v in fit["linear"].items() if v is not None})
+        scan = None
+        if cfg.scan:
+            scan = score_scan(
+                model, cfg.target.shard_dirs, cfg.target.level, cfg.scan, cfg.run_dir / "plots" / "scan.png"
+            )
+            plots.append(Path(scan["plot"]))
+            test_metrics.update({f"scan/{k}": v for k, v in scan.items() if isinstance(v, float)})
+        tracker.log_metrics(test_metrics, summary["epochs"])
+        curve = learning_curve(package, cfg) if cfg.learning_curve else []
+        for point in curve:
+            tracker.log_metrics({f"curve/{m}/energy_rmse": point[m]["energy_rmse"] for m in ("linear", "nonlinear")},
+                                point["n_train"])  # fmt: skip
+        if curve:
+            plots.append(curve_plot(curve, cfg.target.level, cfg.run_dir / "plots" / "learning_curve.png"))
+        tracker.log_artifact(path, "package")
+        for plot in plots:
+            tracker.log_artifact(plot, "plots")
+        version = tracker.register(cfg.registered_name, path, tags) if cfg.tracking.register_model else None
+    except BaseException:
+        tracker.end("FAILED")  # never leave an active MLflow run behind (the next run in this process would fail)
+        raise
     tracker.end()
     strategy = provenance.get("config", {}).get("strategy", {}).get("kind") if isinstance(provenance, dict) else None
     result = {"level": cfg.target.level, "init": cfg.init, "source_strategy": strategy,
