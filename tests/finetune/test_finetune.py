@@ -160,3 +160,12 @@ def test_linear_head_init_starts_the_fine_tune_at_the_linear_baseline(source, de
     summary = finetune(model, cfg, data)
     assert summary["head_init"] == "linear baseline's ridge weights"
     assert summary["step0_val"]["energy_rmse"] == pytest.approx(float(np.sqrt((err**2).mean())), rel=1e-4)
+
+
+def test_auxiliary_level_can_replay_other_datasets(source, demo_shards, tmp_path):
+    aux = [{"level": "gfn2-xtb", "datasets": ["demo_md_xtb"], "n": 30}]
+    data = load_target(_config(tmp_path, source, demo_shards, auxiliary=aux))
+    replayed = [r for r in data.fit if r.dataset == "demo_md_xtb"]
+    assert len(data.train) == 40 and len(replayed) == 30 and len(data.fit) == 70
+    assert all(set(r.labels) == {"gfn2-xtb"} for r in replayed)
+    assert all(set(r.labels) == {LEVEL} for r in data.fit if r.dataset == "demo_target_ethanol")
