@@ -31,6 +31,7 @@ from finetune.run import fit_both  # noqa: E402
 from finetune.train import load_target  # noqa: E402
 from pretrain.config import validate_config  # noqa: E402
 from pretrain.package import load_package  # noqa: E402
+from pretrain.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
 
 STARTS = {"reptile": ("pretrain-reptile", "pretrained"), "joint": ("pretrain", "pretrained"),
           "none": ("pretrain", "scratch")}  # fmt: skip
@@ -76,11 +77,7 @@ def summarise(rows: list[dict[str, Any]], out: Path) -> str:
                      f"{_mean_std([r['nonlinear_forces_mae'] for r in runs])} | "
                      f"{_mean_std([r['scan_roughness_ratio'] for r in runs], 1.0, 2)} | "
                      f"{_mean_std([r['scan_energy_rmse'] for r in runs])} | {winner} |")  # fmt: skip
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for start in order:
         sizes = sorted({n for s, n in groups if s == start})
@@ -90,13 +87,9 @@ def summarise(rows: list[dict[str, Any]], out: Path) -> str:
             values = [np.array([r[f"{model}_energy_rmse"] for r in groups[(start, n)]]) * 1000 for n in sizes]
             ax.errorbar(sizes, [v.mean() for v in values], yerr=[v.std() for v in values], fmt=style, capsize=3,
                         label=f"{model}, pretraining: {start}")  # fmt: skip
-    ax.set(xscale="log", yscale="log", xlabel="high-level training energies N", ylabel="test energy RMSE (meV)")
-    ax.set_xticks(sorted({r["n"] for r in rows}), [str(k) for k in sorted({r["n"] for r in rows})], minor=False)
-    ax.minorticks_off()
+    log_sizes_axes(ax, sorted({r["n"] for r in rows}), "high-level training energies N", "test energy RMSE (meV)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "learning_curves.png", dpi=120)
     table = "\n".join(lines)
     (out / "summary.md").write_text(table + "\n")
     return table

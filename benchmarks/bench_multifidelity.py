@@ -42,6 +42,7 @@ from pretrain.config import validate_config  # noqa: E402
 from pretrain.models import build_model  # noqa: E402
 from pretrain.models.registry import BACKBONES, build_backbone  # noqa: E402
 from pretrain.package import load_package, save_package  # noqa: E402
+from pretrain.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
 
 HIGH, LOW = "high", "low"  # level names in the benchmark's shards (the real method names are in the manifest)
 MODELS = {
@@ -118,22 +119,14 @@ def summarise(rows: list[dict[str, Any]], out: Path) -> str:
         s = np.mean([r["s_per_epoch"] for r in runs])
         lines.append(f"| {backbone} | {model} | {n} | {len(runs)} | {_mean_std(f)} | {_mean_std(e)} | {s:.2f} |")
         curve.setdefault((backbone, model), []).append((n, f.mean(), f.std(ddof=1) if len(f) > 1 else 0.0))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for (backbone, model), points in curve.items():
         n, mean, std = map(np.array, zip(*sorted(points), strict=True))
         ax.errorbar(n, mean, yerr=std, marker="o", capsize=3, label=f"{backbone} {model}")
-    ax.set(xscale="log", yscale="log", xlabel="high-level energies N", ylabel="high-level force MAE (meV/A)")
-    ax.set_xticks(sorted({r["n"] for r in rows}), [str(k) for k in sorted({r["n"] for r in rows})], minor=False)
-    ax.minorticks_off()
+    log_sizes_axes(ax, sorted({r["n"] for r in rows}), "high-level energies N", "high-level force MAE (meV/A)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "learning_curve.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "learning_curve.png", dpi=120)
     table = "\n".join(lines)
     (out / "summary.md").write_text(table + "\n")
     return table

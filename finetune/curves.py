@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pretrain.plots import log_sizes_axes, pyplot, save_figure
+
 
 def crossover(points: list[dict[str, Any]], metric: str = "energy_rmse") -> int | None:
     """The smallest N from which the nonlinear fine-tune beats the linear baseline at every larger N measured
@@ -21,23 +23,13 @@ def crossover(points: list[dict[str, Any]], metric: str = "energy_rmse") -> int 
 
 def curve_plot(points: list[dict[str, Any]], level: str, path: Path, metric: str = "energy_rmse") -> Path:
     """Log-log test error vs N for both models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     points = sorted(points, key=lambda p: p["n_train"])
     n = [p["n_train"] for p in points]
     fig, ax = plt.subplots(figsize=(5, 4))
     for model, style, label in (("nonlinear", "o-", "nonlinear fine-tune"), ("linear", "s--", "linear baseline")):
         ax.plot(n, [p[model][metric] * 1000 for p in points], style, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="training structures N", ylabel=f"test {metric.replace('_', ' ')} (meV)",
-           title=f"learning curve at {level}")  # fmt: skip
-    ax.set_xticks(n, [str(k) for k in n], minor=False)
-    ax.minorticks_off()
+    ylabel = f"test {metric.replace('_', ' ')} (meV)"
+    log_sizes_axes(ax, n, "training structures N", ylabel, title=f"learning curve at {level}")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -13,6 +13,7 @@ import torch
 from data_shards.errors import PolyfidDataError
 from data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
 from pretrain.models import PolyfidModel
+from pretrain.plots import pyplot, save_figure
 
 SPLITS = ("train", "val", "test")
 
@@ -142,11 +143,7 @@ def scan_roughness(pred: Predictions) -> dict[str, float]:
 
 def parity_plot(pred: Predictions, ev: Evaluation, path: Path) -> Path:
     """Energy (relative to the reference mean) and force-component parity plots as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = 2 if pred.forces_ref else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5), squeeze=False)
     e_ref, e_pred = np.array(pred.energy_ref), np.array(pred.energy_pred)
@@ -162,20 +159,12 @@ def parity_plot(pred: Predictions, ev: Evaluation, path: Path) -> Path:
         ax.set_xlabel(f"reference {label}")
         ax.set_ylabel(f"model {label}")
         ax.set_title(f"{ev.level}: MAE {mae:.4g} {unit}" if mae is not None else ev.level)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def scan_plot(pred: Predictions, level: str, path: Path) -> Path:
     """Model and reference energies along a scan (records in id order), both relative to their minimum."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     order = scan_order(pred)
     e_ref, e_pred = np.array(pred.energy_ref)[order], np.array(pred.energy_pred)[order]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -184,11 +173,7 @@ def scan_plot(pred: Predictions, level: str, path: Path) -> Path:
     ax.set_xlabel("scan point")
     ax.set_ylabel("energy - min (eV)")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def score_scan(

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from data_shards.atomic import atomic_write_bytes
 from pretrain.config import TrackingSection
+from pretrain.plots import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -179,11 +180,7 @@ def plot_learning_curves(metrics_path: Path, out: Path) -> Path | None:
     rows = read_metrics(metrics_path)
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     panels = [("train/loss", axes[0], "train loss"), ("energy_mae", axes[1], "val energy MAE (eV)")]
     panels.append(("forces_mae", axes[2], "val force MAE (eV/A)"))
@@ -197,8 +194,4 @@ def plot_learning_curves(metrics_path: Path, out: Path) -> Path | None:
         ax.set_yscale("log")
         if names:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
