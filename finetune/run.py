@@ -14,7 +14,7 @@ from data_shards.atomic import atomic_write_bytes
 from finetune.config import FinetuneConfig
 from finetune.curves import crossover, curve_plot
 from finetune.evaluate import parity_plot, predict, score, score_scan
-from finetune.linear import element_counts, fit_structures, structure_features
+from finetune.linear import LinearBaseline, element_counts, fit_structures, structure_features
 from finetune.report import describe_fit
 from finetune.source import fresh_model, load_source
 from finetune.train import TargetData, energy_errors, finetune, load_target
@@ -25,12 +25,11 @@ from pretrain.tracking import Tracker
 PACKAGE_NAME = "polyfid-finetuned.pt"
 
 
-def linear_baseline(model: PolyfidModel, data: TargetData, cfg: FinetuneConfig) -> dict[str, Any]:
-    """Ridge on the starting model's frozen features (+ E0 on counts), fitted on the train subset, scored on test."""
-    h = data.level_index
-    fit = fit_structures(model, data.plan.collate(data.train), h, cfg.seed)
+def linear_scores(model: PolyfidModel, fit: LinearBaseline, data: TargetData) -> dict[str, Any]:
+    """Test errors of the linear baseline `fit` (ridge on `model`'s frozen features + E0 on counts)."""
     test = data.plan.collate(data.test)
-    err = fit.predict(element_counts(test, fit.elements), structure_features(model, test)) - test.energy[:, h].numpy()
+    err = fit.predict(element_counts(test, fit.elements), structure_features(model, test))
+    err = err - test.energy[:, data.level_index].numpy()
     return {"energy_mae": float(np.abs(err).mean()), "energy_rmse": float(np.sqrt((err**2).mean())),
             "alpha": fit.alpha, "cv_rmse": fit.cv_rmse}  # fmt: skip
 
@@ -50,8 +49,10 @@ def starting_model(package: LoadedPackage, cfg: FinetuneConfig) -> PolyfidModel:
 def fit_both(package: LoadedPackage, cfg: FinetuneConfig, data: TargetData, log=None) -> dict[str, Any]:
     """The linear baseline (on the starting model's features) and the nonlinear fine-tune, both scored on test."""
     model = starting_model(package, cfg)
-    linear = linear_baseline(model, data, cfg)  # features of the model before any step
-    summary = finetune(model, cfg, data, log=log)
+    # fitted once on the features of the model before any step: scored here, and the head's start if head_init=linear
+    fit = fit_structures(model, data.plan.collate(data.train), data.level_index, cfg.seed)
+    linear = linear_scores(model, fit, data)
+    summary = finetune(model, cfg, data, log=log, linear=fit)
     test = data.batches(data.test, cfg.target.max_atoms)
     nonlinear = energy_errors(model, test, cfg.target.level, data.level_index)
     winner = compare(linear["energy_rmse"], nonlinear["energy_rmse"])

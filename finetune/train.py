@@ -23,7 +23,7 @@ from data_shards.stream.seeding import derive_rng
 from data_shards.stream.sources import Consumer
 from data_shards.stream.torch_loader import read_webdataset
 from finetune.config import LINEAR_INIT, FinetuneConfig
-from finetune.linear import element_counts, fit_structures, load_into_head
+from finetune.linear import LinearBaseline, element_counts, fit_structures, load_into_head
 from pretrain.config import LevelWeights
 from pretrain.losses import STAT_FIELDS, HeadTargets, force_heads, head_stats, metrics_from_stats, multifidelity_loss
 from pretrain.models import PolyfidModel
@@ -169,14 +169,18 @@ def energy_errors(model: PolyfidModel, batches: list[Batch], level: str, level_i
     return {key.rsplit("/", 1)[1]: value for key, value in metrics_from_stats(stats, [level], "").items()}
 
 
-def finetune(model: PolyfidModel, cfg: FinetuneConfig, data: TargetData, log=None) -> dict[str, object]:
-    """Train in place; returns step-0 and best metrics. `log(metrics, epoch)` is called each epoch."""
+def finetune(
+    model: PolyfidModel, cfg: FinetuneConfig, data: TargetData, log=None, linear: LinearBaseline | None = None
+) -> dict[str, object]:
+    """Train in place; returns step-0 and best metrics. `log(metrics, epoch)` is called each epoch. `linear`: the
+    linear baseline already fitted on this model and train set (head_init=linear fits it when not given)."""
     level, h = cfg.target.level, data.level_index
     torch.manual_seed(cfg.seed)
     init = prepare_model(model, cfg)
     targets = fitted_levels(cfg, data.plan)
     if cfg.head_init == LINEAR_INIT:  # linear probing, then fine-tuning: step 0 is the linear baseline
-        load_into_head(fit_structures(model, data.plan.collate(data.train), h, cfg.seed), model.heads[level])
+        linear = linear or fit_structures(model, data.plan.collate(data.train), h, cfg.seed)
+        load_into_head(linear, model.heads[level])
     for t in targets:  # E0 by least squares before any step, on the energies each level is allowed to fit
         with_energy = [r for r in data.fit if _has_label(r, t.name)]
         if with_energy:
