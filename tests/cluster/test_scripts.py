@@ -105,11 +105,12 @@ def test_ray_cluster_yaml_passes_ray_schema():
 
 # --- the scripts against stub commands ------------------------------------------------------------------------------
 
-_LOG = '{ printf %s "$(basename "$0")"; printf " %q" "$@"; echo; } >> "$STUB_LOG"\n'
-_LONG_RUNNING = (  # log, write a pid file, run until SIGTERM (logged)
-    _LOG + 'echo $$ > "$STUB_DIR/$(basename "$0").pid"\n'
+# one write per call: stubs run concurrently (background srun steps), and several writes per line could interleave
+_LOG = 'line=$(basename "$0"); for a in "$@"; do line+=" $(printf %q "$a")"; done; echo "$line" >> "$STUB_LOG"\n'
+_LONG_RUNNING = (  # SIGTERM trap first (then a TERM is always logged), log, write a pid file, run until SIGTERM
     'trap \'echo "$(basename "$0"):TERM" >> "$STUB_LOG"; kill "$s" 2>/dev/null; exit 0\' TERM\n'
-    '"$REAL_SLEEP" 60 & s=$!\nwait "$s"\n'
+    + _LOG
+    + 'echo $$ > "$STUB_DIR/$(basename "$0").pid"\n"$REAL_SLEEP" 60 & s=$!\nwait "$s"\n'
 )
 _STUBS = {
     "venv/bin/polyfid": _LOG + '[ -z "${STUB_EXIT:-}" ] || exit "$STUB_EXIT"\n' + _LONG_RUNNING.replace(_LOG, ""),
@@ -117,7 +118,8 @@ _STUBS = {
     '>> "$STUB_LOG"\n' + _LOG + '[ -z "${STUB_EXIT:-}" ] || exit "$STUB_EXIT"\n' + _LONG_RUNNING.replace(_LOG, ""),
     "venv/bin/ray": _LONG_RUNNING,
     "venv/bin/python": "cat > /dev/null\n" + _LOG,  # the wait-for-nodes snippet: the cluster is "up"
-    "venv/bin/sleep": "exit 0\n",  # the head's start-up pause
+    # the head's start-up pause: until the head's Ray stub is up (its TERM trap set), not a fixed time
+    "venv/bin/sleep": 'for _ in $(seq 300); do [ ! -e "$STUB_DIR/ray.pid" ] || exit 0; "$REAL_SLEEP" 0.1; done\n',
     "bin/srun": _LOG + 'while [[ $# -gt 0 && $1 == -* ]]; do if [ "$1" = -w ]; then shift; fi; shift; done\n'
     '[ "$1" != hostname ] || { echo "10.1.2.3 fe80::1"; exit 0; }\nexec "$@"\n',
     "bin/scontrol": _LOG + '[ "$1" != show ] || for i in $(seq "$SLURM_JOB_NUM_NODES"); do echo "node$i"; done\n',
