@@ -25,12 +25,11 @@ from pathlib import Path
 
 import h5py
 import yaml
-
-from data_shards.build import build_shards
-from data_shards.manifest import Manifest
-from data_shards.sources import load_build_config
-from data_shards.stream import StreamConfig, StreamPlan, make_dataloader
-from data_shards.stream.ray_loader import ray_batches
+from polyfid.data_shards.build import build_shards
+from polyfid.data_shards.manifest import Manifest
+from polyfid.data_shards.sources import load_build_config
+from polyfid.data_shards.stream import StreamConfig, StreamPlan, make_dataloader
+from polyfid.data_shards.stream.ray_loader import ray_batches
 
 DEMO_MD = Path(__file__).resolve().parents[1] / "data_shards" / "demo_corpus" / "md_xtb.h5"
 MAX_ATOMS = 256

@@ -22,11 +22,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from polyfid.data_shards.record import LevelLabels, Record
+from polyfid.data_shards.stream import collate
 
-from data_shards.record import LevelLabels, Record
-from data_shards.stream import collate
-from pretrain.models import build_model
-from pretrain.models.registry import BACKBONES
+from polyfid.models import build_model
+from polyfid.models.registry import BACKBONES
 
 TARGET = Path(__file__).resolve().parents[1] / "data_shards" / "demo_corpus" / "target_ethanol.h5"
 LEVEL = "gfn2-xtb"

@@ -8,7 +8,8 @@ low level (energies + forces) on the same geometries, models are trained from sc
   sf_ef  single-fidelity, N high-level energies and forces (the reference the paper says mf comes close to)
 
 and scored on held-out high-level energies and forces. Every run is `polyfid finetune` machinery with init=scratch
-(finetune.run.starting_model + finetune.train.finetune), so the benchmark measures the product's own training.
+(polyfid.finetune.run.starting_model + polyfid.finetune.train.finetune), so the benchmark measures the
+product's own training.
 
     .venv/bin/python benchmarks/bench_multifidelity.py [--sizes 25 50 100 200 400 800] [--seeds 0 1 2]
         [--models sf_e mf sf_ef] [--backbones hipnn] [--out runs/bench_multifidelity]
@@ -32,17 +33,18 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_shards.build import build_shards  # noqa: E402
-from data_shards.manifest import Manifest  # noqa: E402
-from data_shards.sources import load_build_config  # noqa: E402
-from finetune.config import FinetuneConfig  # noqa: E402
-from finetune.run import starting_model  # noqa: E402
-from finetune.train import energy_errors, finetune, load_target  # noqa: E402
-from pretrain.config import validate_config  # noqa: E402
-from pretrain.models import build_model  # noqa: E402
-from pretrain.models.registry import BACKBONES, build_backbone  # noqa: E402
-from pretrain.package import load_package, save_package  # noqa: E402
-from pretrain.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
+from polyfid.data_shards.build import build_shards  # noqa: E402
+from polyfid.data_shards.manifest import Manifest  # noqa: E402
+from polyfid.data_shards.sources import load_build_config  # noqa: E402
+from polyfid.finetune.config import FinetuneConfig  # noqa: E402
+from polyfid.finetune.run import starting_model  # noqa: E402
+from polyfid.finetune.train import energy_errors, finetune, load_target  # noqa: E402
+
+from polyfid.core.config import validate_config  # noqa: E402
+from polyfid.core.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
+from polyfid.models import build_model  # noqa: E402
+from polyfid.models.package import load_package, save_package  # noqa: E402
+from polyfid.models.registry import BACKBONES, build_backbone  # noqa: E402
 
 HIGH, LOW = "high", "low"  # level names in the benchmark's shards (the real method names are in the manifest)
 MODELS = {

@@ -24,12 +24,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_shards.stream import make_dataloader  # noqa: E402
-from pretrain.config import load_config, merge  # noqa: E402
-from pretrain.data import stream_config  # noqa: E402
-from pretrain.engine import TrainingObjective, build_polyfid_model  # noqa: E402
-from pretrain.losses import HeadTargets  # noqa: E402
-from pretrain.tasks import ShardInfo  # noqa: E402
+from polyfid.data_shards.stream import make_dataloader  # noqa: E402
+from polyfid.pretrain.config import load_config  # noqa: E402
+from polyfid.pretrain.data import stream_config  # noqa: E402
+from polyfid.pretrain.engine import TrainingObjective, build_polyfid_model  # noqa: E402
+from polyfid.pretrain.losses import HeadTargets  # noqa: E402
+from polyfid.data_shards.stream.catalog import ShardCatalog  # noqa: E402
+
+from polyfid.core.config import merge  # noqa: E402
 
 LOG_EVERY = 20
 
@@ -37,11 +39,11 @@ LOG_EVERY = 20
 def plain_loop(cfg, steps: int) -> float:
     """Baseline: the same objective + torch AdamW in one process, one thread, batches already in memory."""
     torch.set_num_threads(1)
-    info = ShardInfo.open(cfg.data.shard_dirs)
+    catalog = ShardCatalog.open(cfg.data.shard_dirs)
     levels = list(cfg.data.levels)
-    model = build_polyfid_model(cfg, info, levels)
+    model = build_polyfid_model(cfg, catalog, levels)
     objective = TrainingObjective(model, cfg.loss)
-    targets = [HeadTargets(lv, info.level_names.index(lv), cfg.loss.weights(lv)) for lv in levels]
+    targets = [HeadTargets(lv, catalog.level_names.index(lv), cfg.loss.weights(lv)) for lv in levels]
     loader = make_dataloader(stream_config(cfg.data, cfg.seed, "train", list(cfg.data.datasets)), "train")
     batches = [b for b, _ in zip(loader, range(steps), strict=False)]
     opt = torch.optim.AdamW(objective.parameters(), lr=cfg.optim.lr)
@@ -63,7 +65,7 @@ def plain_loop(cfg, steps: int) -> float:
 def ray_run(config: Path, out: Path, name: str, overrides: list[str]) -> dict[str, float]:
     run_dir = out / name
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "data_shards.cli", "pretrain", str(config), "--no-progress",
+    cmd = [sys.executable, "-m", "polyfid.cli", "pretrain", str(config), "--no-progress",
            "--set", f"run_dir={run_dir}", *[x for o in overrides for x in ("--set", o)]]  # fmt: skip
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     t0 = time.perf_counter()

@@ -17,19 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from polyfid.data_shards.codec import CODEC_VERSION
+from polyfid.data_shards.errors import PolyfidDataError, RecordError
+from polyfid.data_shards.manifest import SPLITS, DatasetInfo, Manifest, ShardEntry
+from polyfid.data_shards.readers import get_reader
+from polyfid.data_shards.readers.base import Chunk
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.reference_energies import LevelAccumulator, accumulate
+from polyfid.data_shards.shard_writer import pack_into_shards, write_shard
+from polyfid.data_shards.sources import BuildConfig
+from polyfid.data_shards.splits import split_of
 from tqdm import tqdm
 
-from data_shards.atomic import atomic_write_bytes
-from data_shards.codec import CODEC_VERSION
-from data_shards.errors import PolyfidDataError, RecordError
-from data_shards.manifest import SPLITS, DatasetInfo, Manifest, ShardEntry
-from data_shards.readers import get_reader
-from data_shards.readers.base import Chunk
-from data_shards.record import Record
-from data_shards.reference_energies import LevelAccumulator, accumulate
-from data_shards.shard_writer import pack_into_shards, write_shard
-from data_shards.sources import BuildConfig
-from data_shards.splits import split_of
+from polyfid.core.atomic import atomic_write_bytes
 
 OnError = Literal["fail", "skip"]
 BUILD_DIR = "_build"

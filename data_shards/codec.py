@@ -6,8 +6,7 @@ import hashlib
 
 import msgpack
 import numpy as np
-
-from data_shards.record import LevelLabels, Record
+from polyfid.data_shards.record import LevelLabels, Record
 
 SAMPLE_EXTENSION = "msgpack"
 CODEC_VERSION = 1

@@ -37,20 +37,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
-    from data_shards.demo.generate import add_arguments
+    from polyfid.data_shards.demo.generate import add_arguments
 
     add_arguments(parser)
 
 
 def _generate_demo(args: argparse.Namespace) -> int:
-    from data_shards.demo.generate import generate
+    from polyfid.data_shards.demo.generate import generate
 
     return generate(args)
 
 
 def _build(args: argparse.Namespace) -> int:
-    from data_shards.build import build_shards
-    from data_shards.sources import load_build_config
+    from polyfid.data_shards.build import build_shards
+    from polyfid.data_shards.sources import load_build_config
 
     summary = build_shards(
         load_build_config(args.sources),
@@ -71,14 +71,14 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from data_shards.inspect_table import render
+    from polyfid.data_shards.inspect_table import render
 
     render(args.folder)
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from data_shards.verify import verify_shards
+    from polyfid.data_shards.verify import verify_shards
 
     problems = verify_shards(args.folder, progress=not args.no_progress)
     for problem in problems:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from polyfid.core.errors import PolyfidError
 
-class PolyfidDataError(Exception):
+
+class PolyfidDataError(PolyfidError):
     """Base class for data-layer errors with a user-facing message."""
 
 

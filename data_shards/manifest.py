@@ -6,8 +6,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data_shards.atomic import atomic_write_bytes
-from data_shards.errors import PolyfidDataError
+from polyfid.data_shards.errors import PolyfidDataError
+
+from polyfid.core.atomic import atomic_write_bytes
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

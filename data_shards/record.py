@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator
 
 
 def normalize_level(name: str) -> str:
@@ -14,6 +16,10 @@ def normalize_level(name: str) -> str:
     if not out:
         raise ValueError("empty level-of-theory name")
     return out
+
+
+# A level name in any config: normalised on load, so `MP2/cc-pVDZ` means the level sources.yaml calls mp2/cc-pvdz.
+LevelName = Annotated[str, AfterValidator(normalize_level)]
 
 
 @dataclass

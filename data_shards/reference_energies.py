@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from data_shards.manifest import LevelStats
-from data_shards.record import Record
+from polyfid.data_shards.manifest import LevelStats
+from polyfid.data_shards.record import Record
 
 
 @dataclass

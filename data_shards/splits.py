@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from data_shards.sources import SplitConfig
+from polyfid.data_shards.sources import SplitConfig
 
 
 def split_of(record_id: str, split: SplitConfig) -> str:

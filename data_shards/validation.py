@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from data_shards.errors import RecordError
-from data_shards.record import LevelLabels, Record
-from data_shards.sources import SourceConfig
-from data_shards.units import energy_factor, force_factor, length_factor
+from polyfid.data_shards.errors import RecordError
+from polyfid.data_shards.record import LevelLabels, Record
+from polyfid.data_shards.sources import SourceConfig
+from polyfid.data_shards.units import energy_factor, force_factor, length_factor
 
 MIN_DISTANCE = 0.1  # Angstrom: closer atoms are a corrupted geometry
 MAX_Z = 118

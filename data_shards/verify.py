@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from polyfid.data_shards.manifest import Manifest
+from polyfid.data_shards.shard_writer import sha256_file
 from tqdm import tqdm
-
-from data_shards.manifest import Manifest
-from data_shards.shard_writer import sha256_file
 
 
 @dataclass

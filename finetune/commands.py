@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from finetune.evaluate import SPLITS
+from polyfid.finetune.evaluate import SPLITS
 
 VERDICT = {"linear": "linear wins", "nonlinear": "nonlinear wins", "tie": "tie (no epoch beat the linear start)"}
 
@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from finetune.config import load_finetune_config
-    from finetune.run import run_finetune
+    from polyfid.finetune.config import load_finetune_config
+    from polyfid.finetune.run import run_finetune
 
     result = run_finetune(load_finetune_config(args.configs, args.overrides))
     lin, non = result["test"]["linear"], result["test"]["nonlinear"]
@@ -52,14 +52,14 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from finetune.report import COLUMNS, markdown_table, rows
+    from polyfid.finetune.report import COLUMNS, markdown_table, rows
 
     table = rows(args.runs)
     widths = {c: max(len(c), *(len(row[c]) for row in table)) for c in COLUMNS}
     for line in [dict(zip(COLUMNS, COLUMNS, strict=True)), *table]:
         print("  ".join(line[c].ljust(widths[c]) for c in COLUMNS))
     if args.markdown:
-        from data_shards.atomic import atomic_write_bytes
+        from polyfid.core.atomic import atomic_write_bytes
 
         atomic_write_bytes(args.markdown, (markdown_table(table) + "\n").encode())
         print(f"table: {args.markdown}")
@@ -69,8 +69,8 @@ def _report(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from finetune.evaluate import parity_plot, predict, score, score_scan
-    from finetune.source import load_source
+    from polyfid.finetune.evaluate import parity_plot, predict, score, score_scan
+    from polyfid.finetune.source import load_source
 
     with tempfile.TemporaryDirectory(prefix="polyfid-registry-") as download:
         model = load_source(args.model, args.registry_uri, Path(download))[0].model

@@ -5,63 +5,81 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from polyfid.data_shards.record import LevelName
 from pydantic import Field, field_validator, model_validator
 
-from pretrain.config import TrackingSection, _Section, load_yaml_config
+from polyfid.core.config import Section, load_yaml_config
+from polyfid.core.tracking import TrackingSection
 
 
-class TargetSection(_Section):
-    shard_dirs: list[Path] = Field(min_length=1)
-    level: str  # the level of theory fitted (a new head unless the model has one)
-    datasets: list[str] | None = Field(default=None, min_length=1)
-    n_train: int | None = Field(default=None, ge=4)  # first N of a seeded shuffle of the train split (learning curves)
-    max_atoms: int = Field(default=512, gt=0)
+class TargetSection(Section):
+    shard_dirs: list[Path] = Field(min_length=1, description="shard folders holding the target set")
+    level: LevelName = Field(description="the level of theory fitted (a new head unless the model has one)")
+    datasets: list[str] | None = Field(default=None, min_length=1, description="target datasets; null: all")
+    n_train: int | None = Field(
+        default=None, ge=4, description="the first N of a seeded shuffle of the train split; null: all"
+    )
+    max_atoms: int = Field(default=512, gt=0, description="atom budget of one batch")
 
 
 LINEAR_INIT = "linear"
 
 
-class AuxiliaryLevel(_Section):
+class AuxiliaryLevel(Section):
     """Multi-fidelity fine-tuning: a (usually lower) level kept in the fit beside the target, on the target's own
     geometries (`datasets` unset) or on replayed pretraining datasets. Its labels of the target level are never
     used (only the target's `n_train` subset fits the target level)."""
 
-    level: str
-    datasets: list[str] | None = Field(default=None, min_length=1)  # None: the target's datasets
-    n: int | None = Field(default=None, ge=1)  # a seeded subset of their train structures; None: all
-    energy_weight: float = Field(default=1.0, ge=0)
-    forces_weight: float = Field(default=1.0, ge=0)
+    level: LevelName = Field(description="the auxiliary level of theory (its own head)")
+    datasets: list[str] | None = Field(
+        default=None, min_length=1, description="replayed datasets; null: the target's own geometries"
+    )
+    n: int | None = Field(default=None, ge=1, description="a seeded subset of their train structures; null: all")
+    energy_weight: float = Field(default=1.0, ge=0, description="weight of its energy term")
+    forces_weight: float = Field(default=1.0, ge=0, description="weight of its force term")
 
 
 class FinetuneTracking(TrackingSection):
     """Tracking defaults of a fine-tune (a partial `tracking:` section keeps them): registered as polyfid-<level>."""
 
-    experiment: str = "polyfid-finetune"
-    registered_model: str | None = None  # None: polyfid-<target level>
-    register_model: bool = True  # False: track the run, register nothing (sweeps)
+    experiment: str = Field(default="polyfid-finetune", description="MLflow experiment name")
+    registered_model: str | None = Field(default=None, description="registered model name; null: polyfid-<level>")
+    register_model: bool = Field(default=True, description="false: track the run, register nothing (sweeps)")
 
 
-class FinetuneConfig(_Section):
-    run_dir: Path
-    seed: int = Field(default=0, ge=0)
-    # a model package, a pretraining run directory, or an MLflow registry URI (models:/name/3, models:/name@alias)
-    source: str
-    registry_uri: str | None = None  # MLflow store for a models:/ source (default: tracking, $MLFLOW_TRACKING_URI)
-    init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: the source's architecture, fresh weights
-    target: TargetSection
-    auxiliary: list[AuxiliaryLevel] = Field(default_factory=list)  # multi-fidelity fine-tuning
-    scan: str | None = None  # a dataset of the target's shards read as a scan: smoothness and errors along it
-    learning_curve: list[int] = Field(default_factory=list)  # also fit both models at these n_train: error vs N
-    # None: a fresh head; "linear": the linear baseline's ridge weights (linear probe, then fine-tune); else the
-    # name of an existing head to copy
-    head_init: str | None = None
-    strategy: Literal["full", "head", "freeze"] = "full"  # freeze: the first `freeze_blocks` interaction blocks
-    freeze_blocks: int = Field(default=1, ge=0)
-    forces_weight: float = Field(default=0.0, ge=0)  # > 0: fit the target's forces too, where it has them
-    lr: float = Field(default=1e-3, gt=0)
-    max_epochs: int = Field(default=300, ge=1)
-    patience: int = Field(default=30, ge=1)  # epochs without a better val energy RMSE before stopping
-    tracking: FinetuneTracking = FinetuneTracking()
+class FinetuneConfig(Section):
+    run_dir: Path = Field(description="run directory: package, result.json, plots, MLflow store")
+    seed: int = Field(default=0, ge=0, description="seed of the subset, the fresh weights and the epoch order")
+    source: str = Field(
+        description="a model package, a run directory, or a registry URI (models:/name/3, models:/name@alias)"
+    )
+    registry_uri: str | None = Field(
+        default=None, description="MLflow store of a models:/ source; null: tracking.mlflow_uri, $MLFLOW_TRACKING_URI"
+    )
+    init: Literal["pretrained", "scratch"] = Field(
+        default="pretrained", description="scratch: the source's architecture with fresh weights (the control)"
+    )
+    target: TargetSection = Field(description="the small target set and its level of theory")
+    auxiliary: list[AuxiliaryLevel] = Field(
+        default_factory=list, description="levels kept in the fit beside the target (multi-fidelity fine-tuning)"
+    )
+    scan: str | None = Field(default=None, description="a dataset of the target's shards scored as a scan")
+    learning_curve: list[int] = Field(
+        default_factory=list, description="also fit both models at these n_train and report error vs N"
+    )
+    head_init: LevelName | None = Field(
+        default=None,
+        description="target head start: null fresh, 'linear' the linear baseline's ridge weights, or a head to copy",
+    )
+    strategy: Literal["full", "head", "freeze"] = Field(
+        default="full", description="what trains: everything, the heads, or all but the first freeze_blocks blocks"
+    )
+    freeze_blocks: int = Field(default=1, ge=0, description="interaction blocks frozen by strategy freeze")
+    forces_weight: float = Field(default=0.0, ge=0, description="> 0: fit the target's forces too, where it has them")
+    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate")
+    max_epochs: int = Field(default=300, ge=1, description="epochs at most")
+    patience: int = Field(default=30, ge=1, description="epochs without a better val energy RMSE before stopping")
+    tracking: FinetuneTracking = Field(default=FinetuneTracking(), description="MLflow tracking and registry")
 
     @field_validator("run_dir")
     @classmethod
@@ -94,5 +112,5 @@ class FinetuneConfig(_Section):
 
 
 def load_finetune_config(paths: list[str | Path], overrides: list[str] | None = None) -> FinetuneConfig:
-    """YAML files merged in order, `--set` overrides last (see pretrain.config.load_yaml_config)."""
+    """YAML files merged in order, `--set` overrides last (see polyfid.core.config.load_yaml_config)."""
     return load_yaml_config(paths, overrides, FinetuneConfig, ("run_dir", "source", "target.shard_dirs"))

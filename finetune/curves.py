@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pretrain.plots import log_sizes_axes, pyplot, save_figure
+from polyfid.core.plots import log_sizes_axes, pyplot, save_figure
 
 
 def crossover(points: list[dict[str, Any]], metric: str = "energy_rmse") -> int | None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from polyfid.data_shards.errors import PolyfidDataError
+from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
 
-from data_shards.errors import PolyfidDataError
-from data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
-from pretrain.models import PolyfidModel
-from pretrain.plots import pyplot, save_figure
+from polyfid.core.plots import pyplot, save_figure
+from polyfid.models import PolyfidModel
 
 SPLITS = ("train", "val", "test")
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from polyfid.data_shards.stream import Batch
 
-from data_shards.stream import Batch
-from pretrain.models import PolyfidModel
-from pretrain.models.graph import build_graph
-from pretrain.models.heads import EnergyHead
+from polyfid.models import PolyfidModel
+from polyfid.models.graph import build_graph
+from polyfid.models.heads import EnergyHead
 
 ALPHAS = tuple(10.0**k for k in range(-8, 5))  # ridge strengths tried (relative to the mean feature variance)
 

@@ -9,18 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from polyfid.finetune.config import FinetuneConfig
+from polyfid.finetune.curves import crossover, curve_plot
+from polyfid.finetune.evaluate import parity_plot, predict, score, score_scan
+from polyfid.finetune.linear import LinearBaseline, element_counts, fit_structures, structure_features
+from polyfid.finetune.report import describe_fit
+from polyfid.finetune.source import fresh_model, load_source
+from polyfid.finetune.train import TargetData, energy_errors, finetune, load_target
 
-from data_shards.atomic import atomic_write_bytes
-from finetune.config import FinetuneConfig
-from finetune.curves import crossover, curve_plot
-from finetune.evaluate import parity_plot, predict, score, score_scan
-from finetune.linear import LinearBaseline, element_counts, fit_structures, structure_features
-from finetune.report import describe_fit
-from finetune.source import fresh_model, load_source
-from finetune.train import TargetData, energy_errors, finetune, load_target
-from pretrain.models import PolyfidModel
-from pretrain.package import LoadedPackage, save_package
-from pretrain.tracking import Tracker
+from polyfid.core.atomic import atomic_write_bytes
+from polyfid.core.tracking import Tracker
+from polyfid.models import PolyfidModel
+from polyfid.models.package import PYFUNC_CODE, LoadedPackage, save_package
 
 PACKAGE_NAME = "polyfid-finetuned.pt"
 
@@ -107,7 +107,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         tracker.log_artifact(path, "package")
         for plot in plots:
             tracker.log_artifact(plot, "plots")
-        version = tracker.register(cfg.registered_name, path, tags) if cfg.tracking.register_model else None
+        version = (
+            tracker.register(cfg.registered_name, path, tags, PYFUNC_CODE) if cfg.tracking.register_model else None
+        )
     except BaseException:
         tracker.end("FAILED")  # never leave an active MLflow run behind (the next run in this process would fail)
         raise

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from pretrain.models import PolyfidModel
-from pretrain.models.registry import build_backbone
-from pretrain.package import LoadedPackage, load_package
+from polyfid.models import PolyfidModel
+from polyfid.models.package import LoadedPackage, load_package
+from polyfid.models.registry import build_backbone
 
 REGISTRY_SCHEME = "models:/"
 

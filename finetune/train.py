@@ -14,19 +14,26 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan
+from polyfid.data_shards.stream.packing import pack
+from polyfid.data_shards.stream.pipeline import record_streams
+from polyfid.data_shards.stream.seeding import derive_rng
+from polyfid.data_shards.stream.sources import Consumer
+from polyfid.data_shards.stream.torch_loader import read_webdataset
+from polyfid.finetune.config import LINEAR_INIT, FinetuneConfig
+from polyfid.finetune.linear import LinearBaseline, element_counts, fit_structures, load_into_head
+from polyfid.pretrain.config import LevelWeights
+from polyfid.pretrain.losses import (
+    STAT_FIELDS,
+    HeadTargets,
+    force_heads,
+    head_stats,
+    metrics_from_stats,
+    multifidelity_loss,
+)
 
-from data_shards.record import Record
-from data_shards.stream import Batch, StreamConfig, StreamPlan
-from data_shards.stream.packing import pack
-from data_shards.stream.pipeline import record_streams
-from data_shards.stream.seeding import derive_rng
-from data_shards.stream.sources import Consumer
-from data_shards.stream.torch_loader import read_webdataset
-from finetune.config import LINEAR_INIT, FinetuneConfig
-from finetune.linear import LinearBaseline, element_counts, fit_structures, load_into_head
-from pretrain.config import LevelWeights
-from pretrain.losses import STAT_FIELDS, HeadTargets, force_heads, head_stats, metrics_from_stats, multifidelity_loss
-from pretrain.models import PolyfidModel
+from polyfid.models import PolyfidModel
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import torch.distributed as dist
 
-from data_shards.atomic import atomic_write_bytes, fsync_dir
+from polyfid.core.atomic import atomic_write_bytes, fsync_dir
 
 WriteFn = Callable[[Path], None]  # called on every rank with the folder to write into
 META_NAME = "polyfid_checkpoint.json"

@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from pretrain.config import load_config
-    from pretrain.launch import TrainingAborted, launch
+    from polyfid.pretrain.config import load_config
+    from polyfid.pretrain.launch import TrainingAborted, launch
 
     overrides = list(args.overrides)
     if args.address:

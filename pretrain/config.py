@@ -1,160 +1,182 @@
-"""`PretrainConfig`: everything `polyfid pretrain` needs, as validated data (YAML + `--set key=value` overrides)."""
+"""`PretrainConfig`: everything `polyfid pretrain` needs, as validated data (YAML + `--set key=value` overrides).
+
+Every key has a default and a one-line meaning (`polyfid config show pretrain`). The backbone settings are a
+union built from the backbone registry and the strategy kind is checked against the strategy registry, so a typo
+fails at load, before Ray starts."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from polyfid.data_shards.record import LevelName
+from polyfid.data_shards.stream.config import StreamSettings
+from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
-from data_shards.errors import PolyfidDataError
+from polyfid.core.config import Section, load_yaml_config
+from polyfid.core.tracking import TrackingSection
+from polyfid.models.registry import BACKBONES
 
-
-class ConfigError(PolyfidDataError):
-    """A pretraining config that cannot be used (message names the file and the offending key)."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+DEFAULT_BACKBONE = "hipnn"
 
 
-class DataSection(_Section):
-    """Which shards to stream and how to mix them (see data_shards.stream.StreamConfig)."""
+class DataSection(StreamSettings):
+    """Which shards to stream and how to mix and batch them (the stream settings), plus the trained levels and
+    the loader."""
 
-    shard_dirs: list[Path] = Field(min_length=1)
-    levels: list[str] | None = Field(default=None, min_length=1)  # heads to train; None: every level in the shards
-    datasets: list[str] | None = Field(default=None, min_length=1)  # None: every dataset
-    ratios: dict[str, float] | None = None
-    temperature: float | None = Field(default=None, gt=0)
-    max_atoms: int = Field(default=512, gt=0)  # atom budget of one batch (per rank)
-    max_structures: int | None = Field(default=None, gt=0)
-    shuffle_buffer: int = Field(default=1000, ge=0)
-    batches_per_epoch: int | None = Field(default=None, gt=0)
-    loader: Literal["webdataset", "ray_data"] = "webdataset"
-    num_workers: int = Field(default=0, ge=0)  # DataLoader workers per rank (webdataset loader)
-    prefetch: int = Field(default=4, ge=0)  # batches read ahead per task by a background thread (0: none)
-    val_max_atoms: int | None = Field(default=None, gt=0)  # default: max_atoms
+    levels: list[LevelName] | None = Field(
+        default=None, min_length=1, description="levels of theory trained, one head each; null: every level"
+    )
+    loader: Literal["webdataset", "ray_data"] = Field(default="webdataset", description="batch loader")
+    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes per rank (webdataset)")
+    prefetch: int = Field(default=4, ge=0, description="batches read ahead per task by a background thread")
+    val_max_atoms: int | None = Field(default=None, gt=0, description="atom budget of a val batch; null: max_atoms")
 
     @model_validator(mode="after")
-    def _mixing(self) -> DataSection:
-        if self.ratios is not None and self.temperature is not None:
-            raise ValueError("give either data.ratios or data.temperature, not both")
+    def _loader(self) -> DataSection:
         if self.loader == "ray_data" and self.num_workers:
             raise ValueError("data.num_workers applies to the webdataset loader only")
         return self
 
 
-class ModelSection(_Section):
-    """The backbone kind (pretrain.models.registry) and its settings; `elements` defaults to the shards' elements."""
+def _model_section(kind: str) -> type[Section]:
+    """The `model` section of one registered backbone: `settings` is its config with `elements` optional."""
+    config_cls = BACKBONES[kind][0]
+    settings = create_model(
+        f"{config_cls.__name__}Settings",
+        __base__=config_cls,
+        elements=(list[int] | None, Field(None, description="atomic numbers; null: every element in the shards")),
+    )
+    section = create_model(
+        f"ModelSection_{kind}",
+        __base__=Section,
+        __doc__=f"Model with a {kind} backbone.",
+        backbone=(Literal[kind], Field(kind, description=f"backbone kind: one of {sorted(BACKBONES)}")),
+        settings=(settings, Field(default_factory=settings, description=f"{kind} sizes (see its config class)")),
+        normalize_heads=(bool, Field(True, description="scale each head by its level's residual per-atom std")),
+    )
+    section.kind_name = kind
+    return section
 
-    backbone: Literal["hipnn", "hipnn_ts", "hiphop"] = "hipnn"
-    settings: dict[str, Any] = Field(default_factory=dict)
-    normalize_heads: bool = True
+
+def _backbone_of(value: Any) -> str:
+    return (value.get("backbone") if isinstance(value, dict) else getattr(value, "backbone", None)) or DEFAULT_BACKBONE
 
 
-class LevelWeights(_Section):
-    energy: float = Field(default=1.0, ge=0)
-    forces: float = Field(default=1.0, ge=0)
+MODEL_SECTIONS = {kind: _model_section(kind) for kind in BACKBONES}
+ModelSection = Annotated[
+    Union[tuple(Annotated[s, Tag(k)] for k, s in MODEL_SECTIONS.items())],  # noqa: UP007 (built at run time)
+    Discriminator(_backbone_of),
+]
 
 
-class LossSection(_Section):
+class LevelWeights(Section):
+    energy: float = Field(default=1.0, ge=0, description="weight of the energy term")
+    forces: float = Field(default=1.0, ge=0, description="weight of the force term")
+
+
+class LossSection(Section):
     """Per head: energy RMSE + MAE (total energy, eV; or per atom), force RMSE + MAE (eV/A) where labels exist."""
 
-    energy_weight: float = Field(default=1.0, ge=0)
-    forces_weight: float = Field(default=1.0, ge=0)
-    hierarchicality_weight: float = Field(default=1e-4, ge=0)
-    energy_per_atom: bool = False
-    per_level: dict[str, LevelWeights] = Field(default_factory=dict)  # 0 turns a level's term off
+    energy_weight: float = Field(default=1.0, ge=0, description="weight of every head's energy RMSE + MAE")
+    forces_weight: float = Field(default=1.0, ge=0, description="weight of every head's force RMSE + MAE")
+    hierarchicality_weight: float = Field(default=1e-4, ge=0, description="weight of the per-layer energy penalty")
+    energy_per_atom: bool = Field(default=False, description="energy errors per atom instead of per structure")
+    per_level: dict[LevelName, LevelWeights] = Field(
+        default_factory=dict, description="per-level factors on the weights above (0 turns a term off)"
+    )
 
     def weights(self, level: str) -> LevelWeights:
         w = self.per_level.get(level, LevelWeights())
         return LevelWeights(energy=w.energy * self.energy_weight, forces=w.forces * self.forces_weight)
 
 
-class ReptileSection(_Section):
+class ReptileSection(Section):
     """Reptile: draw a task (a dataset or a level), k optimiser steps on it, theta += eps (theta_task - theta)."""
 
-    task_kind: Literal["dataset", "level"] = "dataset"
-    inner_steps: int = Field(default=5, ge=1)
-    eps_start: float = Field(default=1.0, gt=0, le=1)
-    eps_end: float = Field(default=0.1, gt=0, le=1)  # linear in outer steps
-    task_ratios: dict[str, float] | None = None  # relative task weights; None: proportional to train samples
-    optimizer_state: Literal["reset", "keep"] = "reset"  # Adam moments at the start of each inner loop
+    task_kind: Literal["dataset", "level"] = Field(default="dataset", description="what one task is")
+    inner_steps: int = Field(default=5, ge=1, description="optimiser steps on one task per outer step (k)")
+    eps_start: float = Field(default=1.0, gt=0, le=1, description="outer step size at the first outer step")
+    eps_end: float = Field(default=0.1, gt=0, le=1, description="outer step size at the last (linear in between)")
+    task_ratios: dict[str, float] | None = Field(
+        default=None, description="relative task weights; null: proportional to train samples"
+    )
+    optimizer_state: Literal["reset", "keep"] = Field(
+        default="reset", description="Adam moments at the start of each inner loop"
+    )
 
 
-class StrategySection(_Section):
-    kind: Literal["single", "multifidelity", "reptile"] = "multifidelity"
-    level: str | None = None  # `single`: the one level trained
-    reptile: ReptileSection = ReptileSection()
+class StrategySection(Section):
+    kind: str = Field(default="multifidelity", description="training strategy (pretrain/strategies/): single, ...")
+    level: LevelName | None = Field(default=None, description="`single`: the one level of theory trained")
+    reptile: ReptileSection = Field(default=ReptileSection(), description="Reptile settings")
 
-    @model_validator(mode="after")
-    def _level(self) -> StrategySection:
-        if self.kind == "single" and not self.level:
-            raise ValueError("strategy.kind 'single' needs strategy.level (the level of theory to train)")
-        if self.kind != "single" and self.level:
-            raise ValueError(f"strategy.level is for kind 'single' only (kind is {self.kind!r}); use data.levels")
-        return self
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, kind: str) -> str:
+        from polyfid.pretrain.strategies import STRATEGIES
 
-
-class OptimSection(_Section):
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    max_steps: int = Field(default=1000, ge=1)  # optimiser steps (Reptile: inner steps)
-    warmup_steps: int = Field(default=0, ge=0)
-    decay: Literal["none", "linear", "cosine"] = "none"
-    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
-    grad_clip: float | None = Field(default=10.0, gt=0)
-    grad_accum: int = Field(default=1, ge=1)
-    plateau_patience: int | None = Field(default=None, ge=1)  # validations without improvement -> lr *= factor
-    plateau_factor: float = Field(default=0.5, gt=0, lt=1)
-    early_stopping_patience: int | None = Field(default=None, ge=1)  # validations without improvement -> stop
-    max_nonfinite: int = Field(default=10, ge=0)  # skipped non-finite losses before the run aborts
+        if kind not in STRATEGIES:
+            raise ValueError(f"unknown strategy {kind!r}; known: {sorted(STRATEGIES)}")
+        return kind
 
 
-class DeepSpeedSection(_Section):
-    zero_stage: Literal[0, 1, 2] = 1  # ZeRO-3 cannot train forces (double backward): not offered
-    precision: Literal["fp32", "bf16"] = "fp32"
-    extra: dict[str, Any] = Field(default_factory=dict)  # merged into the generated DeepSpeed config
+class OptimSection(Section):
+    lr: float = Field(default=1e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas")
+    max_steps: int = Field(default=1000, ge=1, description="optimiser steps (Reptile: inner steps)")
+    warmup_steps: int = Field(default=0, ge=0, description="linear warm-up steps")
+    decay: Literal["none", "linear", "cosine"] = Field(default="none", description="decay after warm-up")
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1, description="final lr / peak lr of the decay")
+    grad_clip: float | None = Field(default=10.0, gt=0, description="gradient norm clip; null: none")
+    grad_accum: int = Field(default=1, ge=1, description="micro-batches per optimiser step")
+    plateau_patience: int | None = Field(
+        default=None, ge=1, description="validations without improvement before lr *= plateau_factor; null: never"
+    )
+    plateau_factor: float = Field(default=0.5, gt=0, lt=1, description="lr factor on a plateau")
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="validations without improvement before the run stops; null: never"
+    )
+    max_nonfinite: int = Field(default=10, ge=0, description="skipped non-finite losses before the run aborts")
 
 
-class ScheduleSection(_Section):
-    val_every: int = Field(default=100, ge=1)
-    log_every: int = Field(default=10, ge=1)
-    checkpoint_every: int = Field(default=100, ge=1)
-    keep_checkpoints: int = Field(default=3, ge=1)
+class DeepSpeedSection(Section):
+    zero_stage: Literal[0, 1, 2] = Field(default=1, description="ZeRO stage (3 cannot train forces: double backward)")
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="training precision")
+    extra: dict[str, Any] = Field(default_factory=dict, description="merged into the generated DeepSpeed config")
 
 
-class TrackingSection(_Section):
-    mlflow_uri: str | None = None  # None: sqlite store in <run_dir>/mlflow.db (offline, registry included)
-    experiment: str = "polyfid-pretrain"
-    registered_model: str | None = "polyfid-pretrained"  # None: do not register
-    system_metrics: bool = True
+class ScheduleSection(Section):
+    val_every: int = Field(default=100, ge=1, description="steps between validations")
+    log_every: int = Field(default=10, ge=1, description="steps between train-metric logs")
+    checkpoint_every: int = Field(default=100, ge=1, description="steps between checkpoints")
+    keep_checkpoints: int = Field(default=3, ge=1, description="checkpoints kept (the newest)")
 
 
-class ScalingSection(_Section):
-    num_workers: int = Field(default=2, ge=1)  # Ray Train workers (data-parallel ranks)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(default=1.0, gt=0)
-    address: str | None = None  # Ray cluster address; None: a local Ray
-    max_failures: int = Field(default=3, ge=0)  # worker-group restarts from the last checkpoint
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+class ScalingSection(Section):
+    num_workers: int = Field(default=2, ge=1, description="Ray Train workers (data-parallel ranks)")
+    use_gpu: bool = Field(default=False, description="one GPU per worker")
+    cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs reserved per worker")
+    address: str | None = Field(default=None, description="Ray cluster address; null: a local Ray")
+    max_failures: int = Field(default=3, ge=0, description="worker-group restarts from the last checkpoint")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        default="PACK", description="Ray placement of the workers"
+    )
 
 
-class PretrainConfig(_Section):
-    run_dir: Path
-    seed: int = Field(default=0, ge=0)
-    data: DataSection
-    model: ModelSection = ModelSection()
-    strategy: StrategySection = StrategySection()
-    loss: LossSection = LossSection()
-    optim: OptimSection = OptimSection()
-    deepspeed: DeepSpeedSection = DeepSpeedSection()
-    schedule: ScheduleSection = ScheduleSection()
-    tracking: TrackingSection = TrackingSection()
-    scaling: ScalingSection = ScalingSection()
+class PretrainConfig(Section):
+    run_dir: Path = Field(description="run directory: checkpoints, package, logs, MLflow store (shared by nodes)")
+    seed: int = Field(default=0, ge=0, description="seed of every random choice (data, init, tasks)")
+    data: DataSection = Field(description="shards, levels, mixing, batches")
+    model: ModelSection = Field(default=MODEL_SECTIONS[DEFAULT_BACKBONE](), description="backbone and settings")
+    strategy: StrategySection = Field(default=StrategySection(), description="single, multifidelity, reptile")
+    loss: LossSection = Field(default=LossSection(), description="loss terms and weights")
+    optim: OptimSection = Field(default=OptimSection(), description="optimiser and schedule")
+    deepspeed: DeepSpeedSection = Field(default=DeepSpeedSection(), description="DeepSpeed engine")
+    schedule: ScheduleSection = Field(default=ScheduleSection(), description="validation, logs, checkpoints")
+    tracking: TrackingSection = Field(default=TrackingSection(), description="MLflow tracking and registry")
+    scaling: ScalingSection = Field(default=ScalingSection(), description="Ray Train workers and resources")
 
     @field_validator("run_dir")
     @classmethod
@@ -162,118 +184,13 @@ class PretrainConfig(_Section):
         return v.expanduser().resolve()
 
     @model_validator(mode="after")
-    def _reptile_boundaries(self) -> PretrainConfig:
-        if self.strategy.kind == "reptile":
-            k = self.strategy.reptile.inner_steps
-            for name in ("val_every", "checkpoint_every"):
-                if getattr(self.schedule, name) % k:
-                    raise ValueError(
-                        f"schedule.{name} must be a multiple of strategy.reptile.inner_steps ({k}): "
-                        "validation and checkpoints happen between Reptile outer steps"
-                    )
-            if self.optim.max_steps % k:
-                raise ValueError(f"optim.max_steps must be a multiple of strategy.reptile.inner_steps ({k})")
+    def _strategy_rules(self) -> PretrainConfig:
+        from polyfid.pretrain.strategies import STRATEGIES
+
+        STRATEGIES[self.strategy.kind].check_config(self)
         return self
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """`a.b.c=VALUE` -> (["a", "b", "c"], VALUE parsed as YAML: numbers, booleans, lists, null)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of `raw` with each `--set` override applied (intermediate sections are created)."""
-    out = yaml.safe_load(yaml.safe_dump(raw))
-    for item in overrides:
-        path, value = parse_override(item)
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
-        node[path[-1]] = value
-    return out
-
-
-def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge of two config mappings (overlay wins; sections merge key by key)."""
-    out = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _read_yaml(path: Path, path_keys: tuple[str, ...]) -> dict[str, Any]:
-    """One config file; the values at the dotted `path_keys` (a path or a list of paths) are made absolute against
-    the file's folder."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the config must be a mapping of sections")
-    base = path.resolve().parent
-    for dotted in path_keys:
-        *parents, key = dotted.split(".")
-        node = raw
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            continue
-        value = node.get(key)
-        if isinstance(value, str):
-            node[key] = _resolve_path(base, value)
-        elif isinstance(value, list):
-            node[key] = [_resolve_path(base, v) if isinstance(v, str) else v for v in value]
-    return raw
-
-
-def _resolve_path(base: Path, value: str) -> str:
-    """`value` against `base`, unless it is a URI (`models:/name/3`, `s3://...`), which is kept as written."""
-    return value if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", value) else str(base / value)
-
-
-def load_yaml_config(
-    paths: str | Path | list[str | Path],
-    overrides: list[str] | None,
-    schema: type[BaseModel],
-    path_keys: tuple[str, ...],
-) -> Any:
-    """Read YAML configs (later files deep-merge over earlier ones: overlays), apply `--set` overrides, validate.
-
-    Paths in a file resolve against that file's folder; in overrides, against the working directory."""
-    paths = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
-    raw: dict[str, Any] = {}
-    for path in paths:
-        raw = merge(raw, _read_yaml(path, path_keys))
-    return validate_config(apply_overrides(raw, overrides or []), " + ".join(map(str, paths)), schema)
-
-
 def load_config(paths: str | Path | list[str | Path], overrides: list[str] | None = None) -> PretrainConfig:
-    """A pretraining config from YAML files and overrides (see `load_yaml_config`)."""
+    """A pretraining config from YAML files and overrides (see `polyfid.core.config.load_yaml_config`)."""
     return load_yaml_config(paths, overrides, PretrainConfig, ("run_dir", "data.shard_dirs"))
-
-
-def validate_config(raw: dict[str, Any], where: str = "config", schema: type[BaseModel] | None = None) -> Any:
-    """`raw` validated against `schema` (default PretrainConfig); errors list every bad key, naming `where`."""
-    try:
-        return (schema or PretrainConfig).model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{where}: invalid config:\n  " + "\n  ".join(lines)) from None
-
-
-def save_resolved(cfg: PretrainConfig, path: Path) -> None:
-    """The resolved config (defaults filled in) as YAML, written atomically."""
-    from data_shards.atomic import atomic_write_bytes
-
-    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-    atomic_write_bytes(path, text.encode())

@@ -7,8 +7,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
-from pretrain.config import DataSection
+from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
+from polyfid.pretrain.config import DataSection
 
 
 def stream_config(data: DataSection, seed: int, split: str, datasets: list[str] | None) -> StreamConfig:
@@ -33,7 +33,7 @@ def epoch_batches(
 ) -> Iterator[Batch]:
     """One epoch of this rank's batches with the configured loader (webdataset DataLoader or Ray Data)."""
     if data.loader == "ray_data":
-        from data_shards.stream.ray_loader import ray_batches
+        from polyfid.data_shards.stream.ray_loader import ray_batches
 
         return ray_batches(plan, mode, rank, world_size, epoch, start_step)
     return iter(make_dataloader(plan, mode, rank, world_size, data.num_workers, epoch, start_step))

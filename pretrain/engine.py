@@ -6,22 +6,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from polyfid.data_shards.stream.batch import Batch
+from polyfid.data_shards.stream.catalog import ShardCatalog
+from polyfid.pretrain.config import LossSection, PretrainConfig
+from polyfid.pretrain.losses import HeadTargets, force_heads, head_stats, multifidelity_loss
 from torch import nn
 
-from data_shards.stream.batch import Batch
-from pretrain.config import LossSection, PretrainConfig, merge
-from pretrain.losses import HeadTargets, force_heads, head_stats, multifidelity_loss
-from pretrain.models import PolyfidModel, build_model
-from pretrain.models.registry import build_backbone
-from pretrain.tasks import ShardInfo
+from polyfid.core.config import merge
+from polyfid.models import PolyfidModel, build_model
+from polyfid.models.registry import build_backbone
 
 
-def build_polyfid_model(cfg: PretrainConfig, info: ShardInfo, levels: Sequence[str]) -> PolyfidModel:
-    """A fresh model: the configured backbone over the shards' elements, one head per level with its E0."""
-    settings = {"elements": info.elements, **cfg.model.settings}
+def build_polyfid_model(cfg: PretrainConfig, catalog: ShardCatalog, levels: Sequence[str]) -> PolyfidModel:
+    """A fresh model: the configured backbone over the shards' elements (unless the settings name them), one head
+    per level with its E0."""
+    settings = cfg.model.settings.model_dump(mode="json")
+    settings["elements"] = settings["elements"] or catalog.elements
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.model.backbone, settings)
-    return build_model(backbone, {lv: info.level_stats.get(lv) for lv in levels}, cfg.model.normalize_heads)
+    return build_model(backbone, {lv: catalog.level_stats.get(lv) for lv in levels}, cfg.model.normalize_heads)
 
 
 class TrainingObjective(nn.Module):

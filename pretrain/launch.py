@@ -1,6 +1,6 @@
 """Launchers: a Ray Train TorchTrainer (local Ray or a cluster), or one rank under torchrun / deepspeed / srun.
 
-Both run the same `pretrain.trainer.train`. The Ray driver shows a progress bar from the run's progress file
+Both run the same `polyfid.pretrain.trainer.train`. The Ray driver shows a progress bar from the run's progress file
 (rank 0 writes it), turns SIGTERM into the run's STOP file (workers save a checkpoint and return), and re-running
 the same command resumes from the latest checkpoint that Ray Train kept.
 """
@@ -14,12 +14,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from polyfid.data_shards.stream.catalog import ShardCatalog
+from polyfid.pretrain.config import PretrainConfig
+from polyfid.pretrain.runtime import RunContext, prepare_deepspeed
+from polyfid.pretrain.strategies import build_strategy
+from polyfid.pretrain.trainer import STOP_FILE, train
 from tqdm import tqdm
 
-from pretrain.config import PretrainConfig, validate_config
-from pretrain.runtime import RunContext, prepare_deepspeed
-from pretrain.tasks import ShardInfo, plan_tasks
-from pretrain.trainer import STOP_FILE, train
+from polyfid.core.config import validate_config
 
 RAY_RUN_NAME = "ray"  # Ray Train's folder inside the run directory (checkpoints, restore state)
 
@@ -40,7 +42,7 @@ def run_rank(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
 
 def ray_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker entry point."""
-    cfg = validate_config(config)
+    cfg = validate_config(config, "train_loop_config", PretrainConfig)
     prepare_deepspeed(cfg.scaling.use_gpu)
     train(cfg, RunContext.from_ray(cfg.scaling.use_gpu))
 
@@ -53,7 +55,7 @@ def run_ray(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = cfg.scaling
-    plan_tasks(cfg, ShardInfo.open(cfg.data.shard_dirs))  # config vs shards errors here, not in every worker
+    build_strategy(cfg, ShardCatalog.open(cfg.data.shard_dirs))  # config vs shards errors here, not in every worker
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     (cfg.run_dir / STOP_FILE).unlink(missing_ok=True)
     for stale in ("progress.json", "result.json"):

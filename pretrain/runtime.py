@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-
-from pretrain.checkpoints import CheckpointStore, FolderStore, RayStore
+from polyfid.pretrain.checkpoints import CheckpointStore, FolderStore, RayStore
 
 
 def prepare_deepspeed(use_gpu: bool) -> None:

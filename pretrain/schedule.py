@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from pretrain.config import OptimSection
+from polyfid.pretrain.config import OptimSection
 
 
 @dataclass

@@ -1,8 +1,7 @@
 """The training loop every launcher runs (Ray Train worker, torchrun rank, lone process): one `Trainer.run()`.
 
-Strategies share the loop; they differ in their tasks: `single` one task (the datasets labelled at one level,
-one head), `multifidelity` one task (every dataset, every head, loss only where labels exist), `reptile` one task
-per dataset or per level, drawn per outer step from the shared seed. Every position (step, each task's epoch
+The configured strategy (pretrain/strategies/) plans the heads and tasks and says which task each step trains on
+and what happens around steps; the loop itself has no strategy branches. Every position (step, each task's epoch
 and batch, schedule state, optimiser and masters) is in the checkpoint, and all randomness is a function of
 (seed, counters), so a resumed run continues exactly as an uninterrupted one.
 """
@@ -19,27 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from polyfid.data_shards.stream import StreamPlan
+from polyfid.data_shards.stream.catalog import ShardCatalog
+from polyfid.pretrain.config import PretrainConfig
+from polyfid.pretrain.data import TaskStream, epoch_batches, stream_config
+from polyfid.pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine
+from polyfid.pretrain.losses import STAT_FIELDS, HeadTargets, metrics_from_stats
+from polyfid.pretrain.runtime import RunContext
+from polyfid.pretrain.schedule import LRSchedule
+from polyfid.pretrain.strategies import build_strategy
+from polyfid.pretrain.strategies.reptile import master_weights
 from tqdm import tqdm
 
-from data_shards.atomic import atomic_write_bytes
-from data_shards.stream import StreamPlan
-from pretrain.config import LevelWeights, PretrainConfig, save_resolved
-from pretrain.data import TaskStream, epoch_batches, stream_config
-from pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine
-from pretrain.losses import STAT_FIELDS, HeadTargets, metrics_from_stats
-from pretrain.package import PACKAGE_NAME, save_package
-from pretrain.reptile import (
-    draw_task,
-    eps_at,
-    master_weights,
-    outer_update,
-    reset_optimizer_state,
-    task_weights,
-)
-from pretrain.runtime import RunContext
-from pretrain.schedule import LRSchedule
-from pretrain.tasks import ShardInfo, plan_tasks
-from pretrain.tracking import Tracker, plot_learning_curves
+from polyfid.core.atomic import atomic_write_bytes
+from polyfid.core.config import save_resolved
+from polyfid.core.tracking import Tracker, plot_learning_curves
+from polyfid.models.package import PACKAGE_NAME, PYFUNC_CODE, git_commit, save_package
 
 STOP_FILE = "STOP"  # created in the run directory (e.g. by the driver on SIGTERM): save and exit at the next step
 CHECKPOINT_TAG = "state"
@@ -53,22 +47,21 @@ class Trainer:
     def __init__(self, cfg: PretrainConfig, ctx: RunContext, show_progress: bool = False):
         self.cfg, self.ctx = cfg, ctx
         self.run_dir = cfg.run_dir
-        self.info = ShardInfo.open(cfg.data.shard_dirs)
-        self.levels, self.task_datasets = plan_tasks(cfg, self.info)
-        self.targets = [HeadTargets(lv, self.info.level_names.index(lv), cfg.loss.weights(lv)) for lv in self.levels]
+        self.catalog = ShardCatalog.open(cfg.data.shard_dirs)
+        self.strategy = build_strategy(cfg, self.catalog)
+        self.levels = self.strategy.levels
+        self.targets = [HeadTargets(lv, self.catalog.level_names.index(lv), cfg.loss.weights(lv)) for lv in self.levels]
         self.streams = {
             name: TaskStream(
-                StreamPlan.from_config(stream_config(cfg.data, cfg.seed, "train", datasets)),
+                StreamPlan.from_config(stream_config(cfg.data, cfg.seed, "train", datasets), self.catalog),
                 cfg.data,
                 ctx.rank,
                 ctx.world_size,
             )
-            for name, datasets in self.task_datasets.items()
+            for name, datasets in self.strategy.tasks.items()
         }
-        sizes = {t: sum(self.info.samples.get((d, "train"), 0) for d in ds) for t, ds in self.task_datasets.items()}
-        self.task_probs = task_weights(sizes, cfg.strategy.reptile.task_ratios if self._reptile else None)
         self.val_plan = self._val_plan()
-        model = build_polyfid_model(cfg, self.info, self.levels)
+        model = build_polyfid_model(cfg, self.catalog, self.levels)
         self.engine = initialize_engine(TrainingObjective(model, cfg.loss), cfg, ctx.device)
         self.schedule = LRSchedule(cfg.optim)
         self.tracker = Tracker(cfg.tracking, self.run_dir, enabled=ctx.is_main)
@@ -81,25 +74,13 @@ class Trainer:
         self.stop_requested = False
         self._window = self._new_window()
 
-    # ----- configuration -> tasks -----
-    @property
-    def _reptile(self) -> bool:
-        return self.cfg.strategy.kind == "reptile"
-
-    def _task_targets(self, task: str) -> list[HeadTargets]:
-        """Heads and weights of a task: a level task trains only its level's head (the others weigh 0)."""
-        if self._reptile and self.cfg.strategy.reptile.task_kind == "level":
-            off = LevelWeights(energy=0.0, forces=0.0)
-            return [t if t.name == task else HeadTargets(t.name, t.level_index, off) for t in self.targets]
-        return self.targets
-
     def _val_plan(self) -> StreamPlan | None:
-        trained = {d for ds in self.task_datasets.values() for d in ds}
-        val = [d for d in self.info.datasets("val") if d in trained]
+        trained = {d for ds in self.strategy.tasks.values() for d in ds}
+        val = [d for d in self.catalog.datasets("val") if d in trained]
         if not val:
             warnings.warn("no val split for the trained datasets: validation is skipped", RuntimeWarning, stacklevel=2)
             return None
-        return StreamPlan.from_config(stream_config(self.cfg.data, self.cfg.seed, "val", val))
+        return StreamPlan.from_config(stream_config(self.cfg.data, self.cfg.seed, "val", val), self.catalog)
 
     # ----- the loop -----
     def run(self) -> dict[str, Any]:
@@ -140,25 +121,15 @@ class Trainer:
         return self._finish(status, reason)
 
     def _at_boundary(self) -> bool:
-        return not self._reptile or self.step % self.cfg.strategy.reptile.inner_steps == 0
+        return self.strategy.at_boundary(self.step)
 
     def _stop_wanted(self) -> bool:
         return self.stop_requested or (self.run_dir / STOP_FILE).exists()
 
     def _train_step(self) -> None:
-        """One optimiser step (grad_accum micro-batches); Reptile: begins/ends outer steps around it."""
-        rep = self.cfg.strategy.reptile
-        if self._reptile:
-            outer, inner = divmod(self.step, rep.inner_steps)
-            if inner == 0:
-                self._task = draw_task(self.task_probs, self.cfg.seed, outer)
-                self._anchor = master_weights(self.engine.module)
-                if rep.optimizer_state == "reset":
-                    reset_optimizer_state(self.engine.optimizer)
-            task = self._task
-        else:
-            task = next(iter(self.streams))
-        targets = self._task_targets(task)
+        """One optimiser step (grad_accum micro-batches) on the task the strategy gives, which acts around it."""
+        task = self.strategy.begin_step(self.step, self.engine)
+        targets = self.strategy.targets(task, self.targets)
         lr = self.schedule.lr(self.step)
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
@@ -183,10 +154,7 @@ class Trainer:
             w["n"] += 1
             w["stats"] += stats.detach().cpu()
         self.step += 1
-        if self._reptile and self.step % rep.inner_steps == 0:
-            n_outer = self.cfg.optim.max_steps // rep.inner_steps
-            outer_update(self.engine.module, self._anchor, eps_at(rep, self.step // rep.inner_steps - 1, n_outer))
-            self._anchor = []
+        self.strategy.end_step(self.step, self.engine)
 
     def _skip(self, ids: list[str] | None) -> None:
         """A non-finite loss on some rank (`ids`: this rank's batch, if it is the one): no update, counted."""
@@ -226,11 +194,8 @@ class Trainer:
             "lr": self.schedule.lr(self.step - 1),
             "nonfinite_skipped": float(self.nonfinite),
             **metrics_from_stats(stats, [t.name for t in self.targets], "train"),
+            **self.strategy.metrics(self.step),
         }
-        if self._reptile:
-            rep = self.cfg.strategy.reptile
-            n_outer = self.cfg.optim.max_steps // rep.inner_steps
-            metrics["reptile/eps"] = eps_at(rep, (self.step - 1) // rep.inner_steps, n_outer)
         self.tracker.log_metrics(metrics, self.step)
         self._write_progress(metrics)
         return f"loss {metrics['train/loss']:.4g}, {metrics['perf/atoms_per_s']:.0f} atoms/s"
@@ -340,12 +305,11 @@ class Trainer:
         return result
 
     def _lineage(self) -> dict[str, str]:
-        from pretrain.package import git_commit
 
         git = git_commit() or {}
         return {
             "polyfid.strategy": self.cfg.strategy.kind,
-            "polyfid.data_manifest_sha256": self.info.fingerprint,
+            "polyfid.data_manifest_sha256": self.catalog.fingerprint,
             "polyfid.git_commit": str(git.get("git_commit", "unknown")),
             "polyfid.git_dirty": str(git.get("git_dirty", "unknown")),
             "polyfid.levels": ",".join(self.levels),
@@ -360,13 +324,13 @@ class Trainer:
         names = [n for n, p in live.named_parameters() if p.requires_grad]
         state = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in live.state_dict().items()}
         state.update({n: v.cpu() for n, v in zip(names, values, strict=True)})
-        model = build_polyfid_model(self.cfg, self.info, self.levels)
+        model = build_polyfid_model(self.cfg, self.catalog, self.levels)
         model.load_state_dict(state)
         path = save_package(
             self.run_dir / "model" / PACKAGE_NAME,
             model,
             provenance={
-                "data_manifest_sha256": self.info.fingerprint,
+                "data_manifest_sha256": self.catalog.fingerprint,
                 "config": self.cfg.model_dump(mode="json"),
                 "step": self.step,
                 "mlflow_run_id": self.tracker.run_id,
@@ -376,7 +340,7 @@ class Trainer:
         self.tracker.log_artifact(self.run_dir / "config.resolved.yaml", "config")
         version = None
         if self.cfg.tracking.registered_model:
-            version = self.tracker.register(self.cfg.tracking.registered_model, path, self._lineage())
+            version = self.tracker.register(self.cfg.tracking.registered_model, path, self._lineage(), PYFUNC_CODE)
         return {"package": str(path), "registered_model": self.cfg.tracking.registered_model, "version": version}
 
     # ----- signals -----

@@ -29,8 +29,8 @@ def demo_shards(tmp_path_factory):
     """The project's demo corpus built into real shards once per session (Ray build, as `polyfid shards build`)."""
     from pathlib import Path
 
-    from data_shards.build import build_shards
-    from data_shards.sources import load_build_config
+    from polyfid.data_shards.build import build_shards
+    from polyfid.data_shards.sources import load_build_config
 
     sources = Path(__file__).resolve().parents[1] / "data_shards" / "demo_corpus" / "sources.yaml"
     out = tmp_path_factory.mktemp("demo") / "shards"

@@ -1,4 +1,5 @@
 """Demo corpus generator: real small molecules labelled at four levels of theory (xTB, DFT, MP2, CCSD(T)).
 
-`python -m data_shards.demo.generate --out data_shards/demo_corpus --scale full` regenerates the committed corpus.
+`python -m polyfid.data_shards.demo.generate --out data_shards/demo_corpus --scale full` regenerates the
+committed corpus.
 """

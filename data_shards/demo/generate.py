@@ -1,6 +1,6 @@
 """Generate the demo corpus: xTB MD of real molecules, labelled at four levels of theory.
 
-    python -m data_shards.demo.generate --out data_shards/demo_corpus --scale full
+    python -m polyfid.data_shards.demo.generate --out data_shards/demo_corpus --scale full
     polyfid shards generate-demo --out data_shards/demo_corpus --scale full  (same options)
 
 Writes (atomically, each as soon as it is complete): md_xtb.h5 (GFN2-xTB E+F on MD frames of the
@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from data_shards.demo.labelers import LEVELS
-from data_shards.demo.run import SCALES, XTB, Run, Scale
-from data_shards.demo.stages import run_pipeline
+from polyfid.data_shards.demo.labelers import LEVELS
+from polyfid.data_shards.demo.run import SCALES, XTB, Run, Scale
+from polyfid.data_shards.demo.stages import run_pipeline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,9 +99,11 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m data_shards.demo.generate [options]`: parse `argv` (default: sys.argv[1:]) and generate."""
+    """`python -m polyfid.data_shards.demo.generate [options]`: parse `argv` (default: sys.argv[1:]) and generate."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m data_shards.demo.generate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m polyfid.data_shards.demo.generate", description=__doc__.split("\n")[0]
+    )
     add_arguments(parser)
     parser.set_defaults(demo_argv=argv)
     return generate(parser.parse_args(argv))

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from data_shards.demo import molecules
-from data_shards.demo.labelers import LEVELS, software_versions
-from data_shards.demo.run import CCSDT, DFT, MD_PARAMS, MP2, XTB, LevelStats, Run
+from polyfid.data_shards.demo import molecules
+from polyfid.data_shards.demo.labelers import LEVELS, software_versions
+from polyfid.data_shards.demo.run import CCSDT, DFT, MD_PARAMS, MP2, XTB, LevelStats, Run
 
 
 def file_attrs(run: Run, description: str, datasets: Sequence[str], complete: bool = True) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_shards.demo import molecules
-from data_shards.demo.labelers import Label
+from polyfid.data_shards.demo import molecules
+from polyfid.data_shards.demo.labelers import Label
 
 XTB, DFT, MP2, CCSDT = "gfn2-xtb", "b3lyp/def2-svp", "mp2/cc-pvdz", "ccsd(t)/cc-pvdz"
 
@@ -72,7 +72,7 @@ class Run:
     levels: tuple[str, ...]
     seed: int
     deadline: float  # time.time() after which no new high-level target calculation starts
-    program: str  # how the generator was invoked, e.g. "python -m data_shards.demo.generate"
+    program: str  # how the generator was invoked, e.g. "python -m polyfid.data_shards.demo.generate"
     arguments: str  # its command-line arguments, shell-quoted
     bar: Any = None
     stats: dict[str, dict[str, LevelStats]] = field(default_factory=dict)

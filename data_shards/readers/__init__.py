@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from data_shards.errors import PolyfidDataError
-from data_shards.readers.ase_io import AseReader
-from data_shards.readers.base import Chunk, Reader
-from data_shards.readers.generic_h5 import GenericH5Reader
-from data_shards.readers.grouped_h5 import GroupedH5Reader
-from data_shards.readers.sgdml_npz import SgdmlNpzReader
+from polyfid.data_shards.errors import PolyfidDataError
+from polyfid.data_shards.readers.ase_io import AseReader
+from polyfid.data_shards.readers.base import Chunk, Reader
+from polyfid.data_shards.readers.generic_h5 import GenericH5Reader
+from polyfid.data_shards.readers.grouped_h5 import GroupedH5Reader
+from polyfid.data_shards.readers.sgdml_npz import SgdmlNpzReader
 
 _GROUPED = GroupedH5Reader()
 READERS: dict[str, Reader] = {

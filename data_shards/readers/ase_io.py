@@ -27,10 +27,9 @@ import numpy as np
 from ase import Atoms
 from ase.io.extxyz import key_val_str_to_dict
 from ase.io.formats import filetype, string2index
-
-from data_shards.errors import RecordError, SourceError
-from data_shards.readers.base import Chunk
-from data_shards.readers.common import (
+from polyfid.data_shards.errors import RecordError, SourceError
+from polyfid.data_shards.readers.base import Chunk
+from polyfid.data_shards.readers.common import (
     LevelRows,
     Rows,
     Selection,
@@ -40,8 +39,8 @@ from data_shards.readers.common import (
     resolve_options,
     rows_records,
 )
-from data_shards.record import Record
-from data_shards.sources import SourceConfig
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.sources import SourceConfig
 
 DEFAULTS: dict[str, Any] = {"charge": None, "multiplicity": None, "index": ":", "format": None}
 RECORD_KEY = "frame"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from data_shards.errors import RecordError
-from data_shards.record import Record
-from data_shards.sources import SourceConfig
+from polyfid.data_shards.errors import RecordError
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.sources import SourceConfig
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Reader(Protocol):
 
     def read(self, chunk: Chunk) -> Iterator[Record | RecordError]:
         """Yield the chunk's records, or a RecordError in place of each bad one (errors are values, so
-        the caller can skip them and go on). Records are made with `data_shards.validation.build_record`,
+        the caller can skip them and go on). Records are made with `polyfid.data_shards.validation.build_record`,
         which converts units, drops NaN labels and validates.
         """
         ...

@@ -2,7 +2,7 @@
 
 Every reader reduces its input to :class:`Rows` (a block of consecutive structures under one key, arrays in
 file units) and turns them into records with :func:`rows_records`, which goes through
-:func:`data_shards.validation.build_record` and yields a :class:`RecordError` in place of each bad record.
+:func:`polyfid.data_shards.validation.build_record` and yields a :class:`RecordError` in place of each bad record.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from typing import Any
 import h5py
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
-
-from data_shards.errors import RecordError, SourceError
-from data_shards.readers.base import Chunk
-from data_shards.record import Record
-from data_shards.sources import LevelKeys, SourceConfig
-from data_shards.validation import RawLabels, build_record
+from polyfid.data_shards.errors import RecordError, SourceError
+from polyfid.data_shards.readers.base import Chunk
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.sources import LevelKeys, SourceConfig
+from polyfid.data_shards.validation import RawLabels, build_record
 
 Selection = Any  # reader-specific plain data (tuples of str/int): JSON-able for the chunk fingerprint
 

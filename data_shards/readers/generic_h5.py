@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_shards.errors import SourceError
-from data_shards.readers.common import H5GroupReader, H5Layout, resolve_options
-from data_shards.sources import SourceConfig
+from polyfid.data_shards.errors import SourceError
+from polyfid.data_shards.readers.common import H5GroupReader, H5Layout, resolve_options
+from polyfid.data_shards.sources import SourceConfig
 
 DEFAULTS: dict[str, Any] = {
     "numbers": None,

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_shards.readers.common import H5GroupReader, H5Layout, resolve_options
-from data_shards.sources import SourceConfig
+from polyfid.data_shards.readers.common import H5GroupReader, H5Layout, resolve_options
+from polyfid.data_shards.sources import SourceConfig
 
 _COMMON: dict[str, Any] = {"groups": "**", "charge": None, "multiplicity": None, "charge_from_smiles": None}
 PRESETS: dict[str, dict[str, Any]] = {

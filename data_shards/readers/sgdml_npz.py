@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from data_shards.errors import RecordError, SourceError
-from data_shards.readers.base import Chunk
-from data_shards.readers.common import (
+from polyfid.data_shards.errors import RecordError, SourceError
+from polyfid.data_shards.readers.base import Chunk
+from polyfid.data_shards.readers.common import (
     LevelRows,
     Rows,
     RowsError,
@@ -27,8 +26,8 @@ from data_shards.readers.common import (
     rows_records,
     split_range,
 )
-from data_shards.record import Record
-from data_shards.sources import SourceConfig
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.sources import SourceConfig
 
 DEFAULTS: dict[str, Any] = {"positions": "R", "numbers": "z", "charge": None, "multiplicity": None}
 

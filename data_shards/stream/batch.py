@@ -7,8 +7,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
-
-from data_shards.record import Record
+from polyfid.data_shards.record import Record
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The shards to stream: manifests of one or more shard folders, one split, some datasets."""
+"""The shards to stream: what the manifests of one or more shard folders hold, and selections of one split."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_shards.errors import PolyfidDataError, ShardCorruptedError
-from data_shards.manifest import Manifest
+from polyfid.data_shards.errors import PolyfidDataError, ShardCorruptedError
+from polyfid.data_shards.manifest import MANIFEST_NAME, LevelStats, Manifest
+
+from polyfid.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,48 +33,11 @@ def check_sha256(shard: ShardRef, data: bytes) -> None:
 
 
 @dataclass(frozen=True)
-class ShardCatalog:
-    """Selected shards per dataset, plus the batch axes shared by every split and selection.
+class ShardSelection:
+    """The shards of one split and some datasets: selected dataset -> its shards, in manifest order."""
 
-    `level_names`: sorted union of the folders' level axes. `dataset_names`: sorted names of every dataset
-    in the folders. Both ignore the split and dataset selection, so train and eval batches index alike.
-    """
-
-    level_names: list[str]
-    dataset_names: list[str]
-    shards: dict[str, list[ShardRef]]  # selected dataset -> its shards of the split, manifest order
-
-    @classmethod
-    def open(cls, shard_dirs: Sequence[str | Path], split: str, datasets: Sequence[str] | None = None) -> ShardCatalog:
-        """Load the manifests; error on unknown datasets, a dataset in two folders or an off-axis level."""
-        manifests = {Path(d).resolve(): Manifest.load(d) for d in shard_dirs}
-        if len(manifests) != len(shard_dirs):
-            raise PolyfidDataError(f"a shard folder is listed twice: {[str(d) for d in shard_dirs]}")
-        levels = sorted({name for m in manifests.values() for name in m.level_names})
-        home: dict[str, Path] = {}
-        for folder, m in manifests.items():
-            for name in {*m.datasets, *(s.dataset for s in m.shards)}:
-                if name in home:
-                    raise PolyfidDataError(f"dataset {name!r} is in two shard folders: {home[name]} and {folder}")
-                home[name] = folder
-        unknown = sorted(set(datasets or ()) - set(home))
-        if unknown:
-            raise PolyfidDataError(f"unknown datasets {unknown}; the shard folders hold {sorted(home)}")
-        shards: dict[str, list[ShardRef]] = {}
-        for folder, m in manifests.items():
-            for entry in m.select(split, None if datasets is None else list(datasets)):
-                off_axis = sorted({*entry.energy_counts, *entry.force_counts} - set(levels))
-                if off_axis:
-                    raise PolyfidDataError(
-                        f"{folder / entry.path}: levels {off_axis} are not in the level axis {levels}"
-                    )
-                if entry.n_samples > 0:
-                    ref = ShardRef(str(folder / entry.path), entry.n_samples, entry.n_atoms, entry.sha256)
-                    shards.setdefault(entry.dataset, []).append(ref)
-        empty = sorted(set(datasets or ()) - set(shards))
-        if empty or not shards:
-            raise PolyfidDataError(f"no {split!r} samples for datasets {empty or datasets or sorted(home)}")
-        return cls(level_names=levels, dataset_names=sorted(home), shards=dict(sorted(shards.items())))
+    split: str
+    shards: dict[str, list[ShardRef]]
 
     def n_samples(self, dataset: str) -> int:
         return sum(s.n_samples for s in self.shards[dataset])
@@ -81,3 +46,93 @@ class ShardCatalog:
     def n_atoms(self) -> int:
         """Atoms in every selected shard."""
         return sum(s.n_atoms for refs in self.shards.values() for s in refs)
+
+
+@dataclass(frozen=True)
+class ShardCatalog:
+    """What one or more shard folders hold, from their manifests: the batch axes shared by every split and
+    selection (`level_names`: sorted union of the folders' levels; `dataset_names`: every dataset), the facts
+    training plans from (elements, per-level E0 statistics, samples per dataset and split, which datasets carry
+    train labels of each level) and `fingerprint`, the sha256 over the manifests: the data lineage of a model."""
+
+    folders: dict[Path, Manifest]
+    level_names: list[str]
+    dataset_names: list[str]
+    elements: list[int]
+    level_stats: dict[str, LevelStats]  # per level, from the folder with most energies of it
+    samples: dict[tuple[str, str], int]  # (dataset, split) -> structures
+    labelled: dict[str, set[str]]  # level -> datasets with train labels (energies or forces) of it
+    fingerprint: str
+
+    @classmethod
+    def open(cls, shard_dirs: Sequence[str | Path]) -> ShardCatalog:
+        """Load the manifests; error on a folder listed twice or a dataset in two folders."""
+        manifests = {Path(d).resolve(): Manifest.load(d) for d in shard_dirs}
+        if len(manifests) != len(shard_dirs):
+            raise PolyfidDataError(f"a shard folder is listed twice: {[str(d) for d in shard_dirs]}")
+        home: dict[str, Path] = {}
+        stats: dict[str, LevelStats] = {}
+        samples: dict[tuple[str, str], int] = {}
+        labelled: dict[str, set[str]] = {}
+        for folder, m in manifests.items():
+            for name in {*m.datasets, *(s.dataset for s in m.shards)}:
+                if name in home:
+                    raise PolyfidDataError(f"dataset {name!r} is in two shard folders: {home[name]} and {folder}")
+                home[name] = folder
+            for name, st in m.levels.items():
+                if name not in stats or st.n_energy > stats[name].n_energy:
+                    stats[name] = st
+            for s in m.shards:
+                samples[(s.dataset, s.split)] = samples.get((s.dataset, s.split), 0) + s.n_samples
+                if s.split == "train":
+                    for level, n in {**s.energy_counts, **s.force_counts}.items():
+                        if n:
+                            labelled.setdefault(level, set()).add(s.dataset)
+        digest = hashlib.sha256()
+        for folder in sorted(manifests):
+            digest.update((folder / MANIFEST_NAME).read_bytes())
+        return cls(
+            folders=manifests,
+            level_names=sorted({n for m in manifests.values() for n in m.level_names}),
+            dataset_names=sorted(home),
+            elements=sorted({z for m in manifests.values() for z in m.elements}),
+            level_stats=stats,
+            samples=samples,
+            labelled=labelled,
+            fingerprint=digest.hexdigest(),
+        )
+
+    def datasets(self, split: str = "train") -> list[str]:
+        """Datasets with samples in `split`."""
+        return sorted(d for (d, s), n in self.samples.items() if s == split and n > 0)
+
+    def check_levels(self, levels: list[str]) -> None:
+        """Error unless every level is in the shards with train labels."""
+        unknown = sorted(set(levels) - set(self.level_names))
+        if unknown:
+            raise ConfigError(f"levels {unknown} are not in the shards (levels there: {self.level_names})")
+        unlabelled = [lv for lv in levels if not self.labelled.get(lv)]
+        if unlabelled:
+            raise ConfigError(f"levels {unlabelled} have no train labels in the shards")
+
+    def select(self, split: str, datasets: Sequence[str] | None = None) -> ShardSelection:
+        """The shards of `split` for `datasets` (None: all); error on unknown or empty datasets, or an off-axis
+        level."""
+        unknown = sorted(set(datasets or ()) - set(self.dataset_names))
+        if unknown:
+            raise PolyfidDataError(f"unknown datasets {unknown}; the shard folders hold {self.dataset_names}")
+        shards: dict[str, list[ShardRef]] = {}
+        for folder, m in self.folders.items():
+            for entry in m.select(split, None if datasets is None else list(datasets)):
+                off_axis = sorted({*entry.energy_counts, *entry.force_counts} - set(self.level_names))
+                if off_axis:
+                    raise PolyfidDataError(
+                        f"{folder / entry.path}: levels {off_axis} are not in the level axis {self.level_names}"
+                    )
+                if entry.n_samples > 0:
+                    ref = ShardRef(str(folder / entry.path), entry.n_samples, entry.n_atoms, entry.sha256)
+                    shards.setdefault(entry.dataset, []).append(ref)
+        empty = sorted(set(datasets or ()) - set(shards))
+        if empty or not shards:
+            raise PolyfidDataError(f"no {split!r} samples for datasets {empty or datasets or self.dataset_names}")
+        return ShardSelection(split, dict(sorted(shards.items())))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from data_shards.errors import PolyfidDataError
-from data_shards.grouping import budget_groups
-from data_shards.record import Record
+from polyfid.data_shards.errors import PolyfidDataError
+from polyfid.data_shards.grouping import budget_groups
+from polyfid.data_shards.record import Record
 
 
 class OversizeRecordError(PolyfidDataError):

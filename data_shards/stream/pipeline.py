@@ -14,36 +14,39 @@ import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from data_shards.codec import decode
-from data_shards.record import Record
-from data_shards.stream.batch import Batch, collate
-from data_shards.stream.catalog import ShardCatalog
-from data_shards.stream.config import Mode, StreamConfig
-from data_shards.stream.packing import pack
-from data_shards.stream.sampling import dataset_weights, mix, shuffle_buffer
-from data_shards.stream.seeding import derive_rng
-from data_shards.stream.sources import Consumer, ReadFn, consumer_stream
+from polyfid.data_shards.codec import decode
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.stream.batch import Batch, collate
+from polyfid.data_shards.stream.catalog import ShardCatalog, ShardSelection
+from polyfid.data_shards.stream.config import Mode, StreamConfig
+from polyfid.data_shards.stream.packing import pack
+from polyfid.data_shards.stream.sampling import dataset_weights, mix, shuffle_buffer
+from polyfid.data_shards.stream.seeding import derive_rng
+from polyfid.data_shards.stream.sources import Consumer, ReadFn, consumer_stream
 
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """A config resolved against its manifests: shards, batch axes and mixing weights."""
+    """A config resolved against its manifests: the catalog (batch axes), the selected shards, mixing weights."""
 
     cfg: StreamConfig
     catalog: ShardCatalog
+    selection: ShardSelection
     weights: dict[str, float]
 
     @classmethod
-    def from_config(cls, cfg: StreamConfig) -> StreamPlan:
-        catalog = ShardCatalog.open(cfg.shard_dirs, cfg.split, cfg.datasets)
-        counts = {d: catalog.n_samples(d) for d in catalog.shards}
+    def from_config(cls, cfg: StreamConfig, catalog: ShardCatalog | None = None) -> StreamPlan:
+        """`catalog`: the shard folders' catalog when already open (it must be of `cfg.shard_dirs`)."""
+        catalog = catalog or ShardCatalog.open(cfg.shard_dirs)
+        selection = catalog.select(cfg.split, cfg.datasets)
+        counts = {d: selection.n_samples(d) for d in selection.shards}
         ratios = cfg.ratios
         if ratios is not None:
             unknown = sorted(set(ratios) - set(catalog.dataset_names))
             if unknown:
                 raise ValueError(f"ratios name unknown datasets {unknown}; known: {catalog.dataset_names}")
             ratios = {d: w for d, w in ratios.items() if d in counts}
-        return cls(cfg, catalog, dataset_weights(counts, ratios, cfg.temperature))
+        return cls(cfg, catalog, selection, dataset_weights(counts, ratios, cfg.temperature))
 
     @property
     def level_names(self) -> list[str]:
@@ -57,7 +60,7 @@ class StreamPlan:
         """Train batches per rank per epoch (the same on every rank)."""
         if self.cfg.batches_per_epoch is not None:
             return self.cfg.batches_per_epoch
-        return max(1, self.catalog.n_atoms // (self.cfg.max_atoms * world_size))
+        return max(1, self.selection.n_atoms // (self.cfg.max_atoms * world_size))
 
     def collate(self, records: list[Record]) -> Batch:
         return collate(records, self.level_names, self.dataset_names)
@@ -74,7 +77,7 @@ def record_streams(
                 shards, read, consumer, seed=plan.cfg.seed, epoch=epoch, dataset=name, endless=mode == "train"
             ),
         )
-        for name, shards in plan.catalog.shards.items()
+        for name, shards in plan.selection.shards.items()
         if mode == "eval" or plan.weights[name] > 0
     }
 

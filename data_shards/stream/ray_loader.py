@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import ray.data
-
-from data_shards.codec import SAMPLE_EXTENSION
-from data_shards.stream.batch import Batch
-from data_shards.stream.catalog import ShardRef, check_sha256
-from data_shards.stream.config import Mode, StreamConfig
-from data_shards.stream.pipeline import StreamPlan, consumer_batches
-from data_shards.stream.sources import Consumer
+from polyfid.data_shards.codec import SAMPLE_EXTENSION
+from polyfid.data_shards.stream.batch import Batch
+from polyfid.data_shards.stream.catalog import ShardRef, check_sha256
+from polyfid.data_shards.stream.config import Mode, StreamConfig
+from polyfid.data_shards.stream.pipeline import StreamPlan, consumer_batches
+from polyfid.data_shards.stream.sources import Consumer
 
 FILES_PER_READ = 256  # shard files per Ray Dataset execution (an endless stream is read in such chunks)
 

@@ -6,8 +6,8 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from data_shards.stream.catalog import ShardRef
-from data_shards.stream.seeding import derive_rng
+from polyfid.data_shards.stream.catalog import ShardRef
+from polyfid.data_shards.stream.seeding import derive_rng
 
 # Reads shards (possibly an endless iterator) in order, checking each against its sha256; yields raw samples.
 ReadFn = Callable[[Iterator[ShardRef]], Iterable[bytes]]

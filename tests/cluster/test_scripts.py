@@ -87,7 +87,7 @@ def test_deepspeed_overlay_keys(path: Path):
 
 @pytest.mark.parametrize("path", OVERLAYS, ids=_ids(OVERLAYS))
 def test_deepspeed_overlay_validates_as_pretrain_config(path: Path, tmp_path: Path):
-    config = pytest.importorskip("pretrain.config")
+    config = pytest.importorskip("polyfid.pretrain.config")
     base = {"run_dir": str(tmp_path / "run"), "data": {"shard_dirs": [str(tmp_path / "shards")]}}
     cfg = config.validate_config(config.merge(base, yaml.safe_load(path.read_text())), str(path))
     assert cfg.deepspeed.zero_stage in {0, 1, 2}

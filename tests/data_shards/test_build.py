@@ -11,15 +11,15 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from polyfid.data_shards.build import build_shards
+from polyfid.data_shards.codec import decode
+from polyfid.data_shards.errors import PolyfidDataError
+from polyfid.data_shards.manifest import Manifest
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.sources import load_build_config
+from polyfid.data_shards.verify import verify_shards
 
-from data_shards.build import build_shards
-from data_shards.cli import main
-from data_shards.codec import decode
-from data_shards.errors import PolyfidDataError
-from data_shards.manifest import Manifest
-from data_shards.record import Record
-from data_shards.sources import load_build_config
-from data_shards.verify import verify_shards
+from polyfid.cli import main
 from tests.shared_data import shared_path
 
 pytestmark = pytest.mark.usefixtures("ray_local")

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from polyfid.data_shards.manifest import Manifest
 
-from data_shards.manifest import Manifest
 from tests.data_shards.test_build import _generic_source, _write_config
 from tests.shared_data import shared_path
 
@@ -39,7 +39,7 @@ def test_build_on_existing_ray_cluster(tmp_path: Path):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        cmd = [sys.executable, "-m", "data_shards.cli", "shards", "build", str(config), "--out", str(tmp_path / "out")]
+        cmd = [sys.executable, "-m", "polyfid.cli", "shards", "build", str(config), "--out", str(tmp_path / "out")]
         deadline = time.monotonic() + 60
         while True:  # the head needs a few seconds before it accepts drivers
             proc = subprocess.run([*cmd, "--address", f"127.0.0.1:{port}", "--no-progress"], env=env,

@@ -3,9 +3,8 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 import pytest
-
-from data_shards.codec import decode, encode, sample_key
-from data_shards.record import LevelLabels, Record
+from polyfid.data_shards.codec import decode, encode, sample_key
+from polyfid.data_shards.record import LevelLabels, Record
 
 
 def test_round_trip_keeps_every_field_and_precision():

@@ -4,9 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from data_shards.errors import PolyfidDataError
-from data_shards.manifest import MANIFEST_NAME, Manifest
+from polyfid.data_shards.errors import PolyfidDataError
+from polyfid.data_shards.manifest import MANIFEST_NAME, Manifest
 
 
 def test_missing_broken_and_future_manifests_give_clear_errors(tmp_path: Path):

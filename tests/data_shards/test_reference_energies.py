@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from data_shards.reference_energies import LevelAccumulator
+from polyfid.data_shards.reference_energies import LevelAccumulator
 
 
 def _molecules(n: int, seed: int = 0) -> list[np.ndarray]:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from data_shards.errors import SourceError
-from data_shards.sources import SourceConfig, load_build_config
+from polyfid.data_shards.errors import SourceError
+from polyfid.data_shards.sources import SourceConfig, load_build_config
 
 LEVELS = {"wB97X/6-31G*": {"energy": "e"}}
 

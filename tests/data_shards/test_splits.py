@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from data_shards.sources import SplitConfig
-from data_shards.splits import split_of
+from polyfid.data_shards.sources import SplitConfig
+from polyfid.data_shards.splits import split_of
 
 
 def test_split_is_a_stable_function_of_the_id_with_the_requested_fractions():

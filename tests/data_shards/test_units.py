@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from ase import units as u
+from polyfid.data_shards.sources import SourceConfig, Units
+from polyfid.data_shards.units import ENERGY_TO_EV, LENGTH_TO_ANGSTROM, energy_factor, force_factor, length_factor
 from pydantic import ValidationError
-
-from data_shards.sources import SourceConfig, Units
-from data_shards.units import ENERGY_TO_EV, LENGTH_TO_ANGSTROM, energy_factor, force_factor, length_factor
 
 EXPECTED_ENERGY = {
     "ev": 1.0,

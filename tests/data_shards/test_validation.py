@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import units as u
-
-from data_shards.errors import RecordError
-from data_shards.record import Record
-from data_shards.sources import SourceConfig
-from data_shards.validation import MIN_DISTANCE, RawLabels, build_record, min_distance, record_id
+from polyfid.data_shards.errors import RecordError
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.sources import SourceConfig
+from polyfid.data_shards.validation import MIN_DISTANCE, RawLabels, build_record, min_distance, record_id
 
 PATH = Path("/data/some/file.h5")
 NUMBERS = np.array([8, 1, 1])

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from polyfid.data_shards.manifest import Manifest
 
-from data_shards.manifest import Manifest
-from pretrain.models import Hipnn, HipnnConfig, PolyfidModel, build_model
-from pretrain.package import save_package
+from polyfid.models import Hipnn, HipnnConfig, PolyfidModel, build_model
+from polyfid.models.package import save_package
 
 
 def small_package(shards: Path, levels: tuple[str, ...], path: Path) -> tuple[Path, PolyfidModel]:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from polyfid.data_shards.stream import StreamConfig, StreamPlan, make_dataloader
+from polyfid.finetune.evaluate import Predictions, predict, scan_roughness, score
 
-from data_shards.stream import StreamConfig, StreamPlan, make_dataloader
-from finetune.evaluate import Predictions, predict, scan_roughness, score
 from tests.finetune.packages import small_package
 
 LEVEL = "mp2/cc-pvdz"
@@ -54,7 +54,7 @@ def test_scan_roughness_orders_points_and_is_one_for_a_perfect_model():
 
 
 def test_cli_json_plots_and_scan(demo_shards, package, tmp_path, capsys):
-    from data_shards.cli import main
+    from polyfid.cli import main
 
     path, _ = package
     argv = ["evaluate", "--model", str(path), "--data", str(demo_shards), "--level", LEVEL, "--split", "val", "test",

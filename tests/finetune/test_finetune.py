@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from polyfid.finetune.config import load_finetune_config
+from polyfid.finetune.source import fresh_model
+from polyfid.finetune.train import energy_errors, finetune, load_target, prepare_model
 
-from finetune.config import load_finetune_config
-from finetune.source import fresh_model
-from finetune.train import energy_errors, finetune, load_target, prepare_model
-from pretrain.package import load_package
+from polyfid.models.package import load_package
 from tests.finetune.packages import small_package
 
 LEVEL = "mp2/cc-pvdz"
@@ -79,7 +79,7 @@ def test_deterministic_for_a_seed(source, demo_shards, tmp_path):
 
 
 def test_cli_run_reports_linear_baseline_and_registers(source, demo_shards, tmp_path, capsys):
-    from data_shards.cli import main
+    from polyfid.cli import main
 
     cfg = _config(tmp_path, source, demo_shards)
     config = tmp_path / "ft.yaml"
@@ -98,7 +98,7 @@ def test_cli_run_reports_linear_baseline_and_registers(source, demo_shards, tmp_
     import pandas as pd
     from ase.build import molecule
 
-    from pretrain.ase_calculator import PolyfidCalculator
+    from polyfid.models.calculator import PolyfidCalculator
 
     mlflow.set_tracking_uri(f"sqlite:///{cfg.run_dir / 'mlflow.db'}")
     uri = "models:/polyfid-mp2-cc-pvdz/1"
@@ -128,14 +128,14 @@ def test_auxiliary_level_fits_low_level_labels_and_never_leaks_target_labels(sou
 @pytest.mark.parametrize(("extra", "message"), [({"init": "scratch", "head_init": "gfn2-xtb"}, "init=scratch"),
                          ({"auxiliary": [{"level": LEVEL}]}, "auxiliary levels")])  # fmt: skip
 def test_inconsistent_configs_are_refused(source, demo_shards, tmp_path, extra, message):
-    from pretrain.config import ConfigError
+    from polyfid.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         _config(tmp_path, source, demo_shards, **extra)
 
 
 def test_crossover_is_where_nonlinear_wins_for_good():
-    from finetune.curves import crossover
+    from polyfid.finetune.curves import crossover
 
     def point(n, lin, non):
         return {"n_train": n, "linear": {"energy_rmse": lin}, "nonlinear": {"energy_rmse": non}}
@@ -146,7 +146,7 @@ def test_crossover_is_where_nonlinear_wins_for_good():
 
 
 def test_linear_head_init_starts_the_fine_tune_at_the_linear_baseline(source, demo_shards, tmp_path):
-    from finetune.linear import element_counts, fit_structures, structure_features
+    from polyfid.finetune.linear import element_counts, fit_structures, structure_features
 
     cfg = _config(tmp_path, source, demo_shards, head_init="linear", max_epochs=1)
     data = load_target(cfg)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from finetune.report import describe_fit, rows
+from polyfid.finetune.report import describe_fit, rows
 
 
 def _result(folder, init, fitted_on, forces=None):
@@ -19,7 +18,7 @@ def _result(folder, init, fitted_on, forces=None):
 
 
 def test_rows_and_markdown(tmp_path, capsys):
-    from data_shards.cli import main
+    from polyfid.cli import main
 
     a = _result(tmp_path / "pre", "pretrained", "100 mp2 E", forces=0.45)
     b = _result(tmp_path / "scratch", "scratch", "100 mp2 E+F")

@@ -13,10 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from polyfid.pretrain.runtime import free_port
 
-from pretrain.config import TrackingSection
-from pretrain.runtime import free_port
-from pretrain.tracking import Tracker
+from polyfid.core.tracking import Tracker, TrackingSection
+from polyfid.models.package import PYFUNC_CODE
 from tests.finetune.packages import small_package
 
 LEVEL = "mp2/cc-pvdz"
@@ -53,13 +53,13 @@ def test_finetune_from_a_registry_uri_on_a_server(server, demo_shards, tmp_path,
     from ase.build import molecule
     from mlflow import MlflowClient
 
-    from data_shards.cli import main
+    from polyfid.cli import main
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path, _ = small_package(demo_shards, ("gfn2-xtb",), tmp_path / "src" / "model.pt")
     tracker = Tracker(TrackingSection(mlflow_uri=server, experiment="pretrain", system_metrics=False), tmp_path / "src")
     tracker.start("pretrain", {}, {})
-    assert tracker.register("polyfid-pretrained", path, {}) == "1"
+    assert tracker.register("polyfid-pretrained", path, {}, PYFUNC_CODE) == "1"
     tracker.end()
     MlflowClient(server).set_registered_model_alias("polyfid-pretrained", "champion", "1")
 

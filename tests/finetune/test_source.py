@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from polyfid.finetune.source import SourceError, fresh_model, load_source, local_package
 
-from finetune.source import SourceError, fresh_model, load_source, local_package
-from pretrain.config import TrackingSection
-from pretrain.package import load_package
-from pretrain.tracking import Tracker
+from polyfid.core.tracking import Tracker, TrackingSection
+from polyfid.models.package import PYFUNC_CODE, load_package
 from tests.finetune.packages import small_package
 
 
@@ -22,7 +21,7 @@ def registry(demo_shards, tmp_path_factory):
     path, _ = small_package(demo_shards, ("gfn2-xtb",), root / "pkg" / "model.pt")
     tracker = Tracker(TrackingSection(experiment="src", system_metrics=False), root)
     tracker.start("src", {}, {})
-    assert [tracker.register("polyfid-src", path, {"k": "v"}) for _ in range(2)] == ["1", "2"]
+    assert [tracker.register("polyfid-src", path, {"k": "v"}, PYFUNC_CODE) for _ in range(2)] == ["1", "2"]
     tracker.end()
     MlflowClient(tracker.uri).set_registered_model_alias("polyfid-src", "champion", "2")
     return tracker.uri, path

@@ -1,14 +1,3 @@
-"""Model tests run tiny tensor ops: one intra-op thread is faster and far less sensitive to CPU contention."""
+"""Pretraining tests run small models too: the models' one-thread fixture applies here as well."""
 
-from __future__ import annotations
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.models.conftest import _one_torch_thread  # noqa: F401 (an autouse fixture, imported to apply here)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-from pretrain.config import merge
+from polyfid.core.config import merge
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -85,8 +85,7 @@ def spawn_ranks(worker, world: int, out: Path, timeout: float = 150) -> list[dic
     import time
 
     import pytest
-
-    from pretrain.runtime import free_port
+    from polyfid.pretrain.runtime import free_port
 
     ctx = torch.multiprocessing.start_processes(
         worker, args=(free_port(), str(out)), nprocs=world, join=False, start_method="spawn"

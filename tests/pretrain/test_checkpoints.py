@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from pretrain.checkpoints import FolderStore
+from polyfid.pretrain.checkpoints import FolderStore
 
 
 def _write(text):

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from polyfid.pretrain.config import load_config
 
-from pretrain.config import ConfigError, apply_overrides, load_config
+from polyfid.core.config import apply_overrides
+from polyfid.core.errors import ConfigError
 
 
 def _write(path, data):
@@ -68,7 +70,7 @@ def test_shipped_configs_validate():
 
 
 def test_cli_reports_a_bad_config_and_exits_2(base, capsys):
-    from data_shards.cli import main
+    from polyfid.cli import main
 
     assert main(["pretrain", str(base), "--set", "optim.max_steps=0"]) == 2
     err = capsys.readouterr().err
@@ -84,10 +86,11 @@ def test_cli_reports_a_bad_config_and_exits_2(base, capsys):
     ],
 )
 def test_config_checked_against_the_shards(demo_shards, tmp_path, override, message):
-    from pretrain.tasks import ShardInfo, plan_tasks
+    from polyfid.data_shards.stream.catalog import ShardCatalog
+    from polyfid.pretrain.strategies import build_strategy
 
     path = _write(tmp_path / "c.yaml", {"run_dir": "r", "data": {"shard_dirs": [str(demo_shards)]}})
     extra = ["strategy.kind=single", "data.datasets=[demo_md_xtb]"] if "strategy.level" in override else []
     cfg = load_config(path, [*extra, override])
     with pytest.raises(ConfigError, match=message):
-        plan_tasks(cfg, ShardInfo.open(cfg.data.shard_dirs))
+        build_strategy(cfg, ShardCatalog.open(cfg.data.shard_dirs))

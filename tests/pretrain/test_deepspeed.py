@@ -61,8 +61,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     # op used only by inference_all_reduce; training collectives go through torch.distributed (gloo) either way.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
-    from pretrain.models import Hipnn, HipnnConfig, build_model
-    from tests.pretrain.models.structures import ELEMENTS, LEVEL, LEVELS, demo_records, level_stats, make_batch
+    from polyfid.models import Hipnn, HipnnConfig, build_model
+    from tests.models.structures import ELEMENTS, LEVEL, LEVELS, demo_records, level_stats, make_batch
 
     deepspeed.init_distributed(dist_backend="gloo")
     records = list(demo_records(tuple(range(rank, 40, 10))))  # rank-specific frames, 8 molecules each

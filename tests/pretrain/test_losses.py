@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.config import LevelWeights
-from pretrain.losses import HeadTargets, force_heads, head_stats, metrics_from_stats, multifidelity_loss
-from pretrain.models import ModelOutput
-from tests.pretrain.models.structures import LEVELS, demo_records, make_batch
+from polyfid.models import ModelOutput
+from polyfid.pretrain.config import LevelWeights
+from polyfid.pretrain.losses import HeadTargets, force_heads, head_stats, metrics_from_stats, multifidelity_loss
+from tests.models.structures import LEVELS, demo_records, make_batch
 
 
 def _setup():

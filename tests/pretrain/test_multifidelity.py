@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.stream import collate
 
-from data_shards.record import Record
-from data_shards.stream import collate
-from pretrain.package import load_package
+from polyfid.models.package import load_package
 from tests.pretrain.runs import pretrain_cmd, result, run, write_config
 from tests.shared_data import shared_path
 
@@ -24,8 +24,8 @@ N_HIGH, N_POOL, N_TEST = 100, 400, 200
 @pytest.fixture(scope="module")
 def ethanol(tmp_path_factory):
     """Shards of a 400-geometry pool (xTB E+F on all, CCSD(T) energies on 100) and a 200-geometry test set."""
-    from data_shards.build import build_shards
-    from data_shards.sources import load_build_config
+    from polyfid.data_shards.build import build_shards
+    from polyfid.data_shards.sources import load_build_config
 
     with h5py.File(shared_path("generated/ethanol_ccsdt_xtb.h5")) as f:
         z, pos = f["atomic_numbers"][()], f["positions"][()]

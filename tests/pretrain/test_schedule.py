@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from pretrain.config import OptimSection
-from pretrain.schedule import LRSchedule
+from polyfid.pretrain.config import OptimSection
+from polyfid.pretrain.schedule import LRSchedule
 
 
 def test_warmup_then_cosine_to_the_floor():

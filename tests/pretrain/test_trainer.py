@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from pretrain.config import merge
-from pretrain.package import load_package
+from polyfid.core.config import merge
+from polyfid.models.package import load_package
 from tests.pretrain.runs import ENV, metrics, package_weights, pretrain_cmd, result, run, val_losses, write_config
 
 pytestmark = pytest.mark.slow

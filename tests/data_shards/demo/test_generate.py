@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from data_shards.demo import molecules
-from data_shards.demo.labelers import LEVELS
-from data_shards.sources import load_build_config
+from polyfid.data_shards.demo import molecules
+from polyfid.data_shards.demo.labelers import LEVELS
+from polyfid.data_shards.sources import load_build_config
 
 CORPUS = Path(__file__).resolve().parents[3] / "data_shards" / "demo_corpus"
 CORPUS_FILES = {
@@ -54,8 +53,7 @@ def _rmsd(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.timeout(120)
 def test_tiny_pipeline_end_to_end(tmp_path: Path) -> None:
     from ase.io import read
-
-    from data_shards.demo.generate import main
+    from polyfid.data_shards.demo.generate import main
 
     assert main(["--out", str(tmp_path), "--scale", "tiny", "--levels", "b3lyp/def2-svp"]) == 0
     names = {p.name for p in tmp_path.iterdir()}
@@ -87,7 +85,7 @@ def test_tiny_pipeline_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.skipif(not HAVE_QM, reason="pyscf is needed")
 @pytest.mark.timeout(60)
 def test_timeout_becomes_nan_label() -> None:
-    from data_shards.demo.labelers import Worker, label
+    from polyfid.data_shards.demo.labelers import Worker, label
 
     eth = molecules.get(molecules.TARGET)
     with Worker("pyscf") as w:
@@ -102,13 +100,13 @@ def test_timeout_becomes_nan_label() -> None:
 
 
 def test_main_records_its_arguments_as_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from data_shards.demo import generate
+    from polyfid.data_shards.demo import generate
 
     runs: list = []
     monkeypatch.setattr(generate, "run_pipeline", runs.append)
     assert generate.main(["--out", str(tmp_path), "--scale", "tiny", "--n-mp2", "1"]) == 0
     (run,) = runs
-    assert run.program == "python -m data_shards.demo.generate"
+    assert run.program == "python -m polyfid.data_shards.demo.generate"
     assert run.arguments == f"--out {tmp_path} --scale tiny --n-mp2 1"
     assert run.scale.n_mp2 == 1 and run.levels[0] == "gfn2-xtb" and run.deadline == float("inf")
 
@@ -119,7 +117,7 @@ def test_add_arguments_on_a_subcommand_records_a_reproducible_command(tmp_path: 
     import inspect
     import shlex
 
-    from data_shards.demo.generate import add_arguments, generate, make_run
+    from polyfid.data_shards.demo.generate import add_arguments, generate, make_run
 
     assert list(inspect.signature(generate).parameters) == ["args"]
     parser = argparse.ArgumentParser(prog="polyfid")
@@ -239,7 +237,7 @@ def test_levels_are_the_documented_names() -> None:
 @corpus
 def test_corpus_reads_through_polyfid_readers() -> None:
     """Every source of sources.yaml reads without record errors, with the documented label counts."""
-    readers = pytest.importorskip("data_shards.readers")
+    readers = pytest.importorskip("polyfid.data_shards.readers")
     cfg = load_build_config(CORPUS / "sources.yaml")
     counts: dict[tuple[str, str], int] = {}
     for src in cfg.sources:

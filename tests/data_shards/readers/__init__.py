@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data_shards.errors import RecordError
-from data_shards.readers import get_reader
-from data_shards.readers.base import Chunk
-from data_shards.record import Record
-from data_shards.sources import SourceConfig
+from polyfid.data_shards.errors import RecordError
+from polyfid.data_shards.readers import get_reader
+from polyfid.data_shards.readers.base import Chunk
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.sources import SourceConfig
 
 # The factors the brief gives (independent of ase.units, to catch a wrong table entry)
 HARTREE = 27.211386  # eV

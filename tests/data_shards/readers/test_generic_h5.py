@@ -7,9 +7,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from polyfid.data_shards.errors import SourceError
+from polyfid.data_shards.sources import SourceConfig
 
-from data_shards.errors import SourceError
-from data_shards.sources import SourceConfig
 from tests.data_shards.readers import (
     RTOL,
     assert_chunks_ok,

@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 from ase.units import Hartree
+from polyfid.data_shards.manifest import DatasetInfo, LevelStats, Manifest, ShardEntry
+from polyfid.data_shards.record import LevelLabels, Record, normalize_level
+from polyfid.data_shards.shard_writer import write_shard
 
-from data_shards.manifest import DatasetInfo, LevelStats, Manifest, ShardEntry
-from data_shards.record import LevelLabels, Record, normalize_level
-from data_shards.shard_writer import write_shard
 from tests.shared_data import shared_path
 
 # dataset -> (folder, every k-th record is val, records per train shard, records per val shard)

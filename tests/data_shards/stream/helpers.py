@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-
-from data_shards.record import Record
-from data_shards.stream.batch import Batch
+from polyfid.data_shards.record import Record
+from polyfid.data_shards.stream.batch import Batch
 
 
 def check_batch(

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from polyfid.data_shards.stream.batch import collate
 
-from data_shards.stream.batch import collate
 from tests.data_shards.stream.helpers import check_batch
 
 pytestmark = pytest.mark.shared

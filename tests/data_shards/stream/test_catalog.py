@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from polyfid.data_shards.errors import PolyfidDataError
+from polyfid.data_shards.stream.catalog import ShardCatalog
+from polyfid.data_shards.stream.config import StreamConfig
 from pydantic import ValidationError
-
-from data_shards.errors import PolyfidDataError
-from data_shards.stream.catalog import ShardCatalog
-from data_shards.stream.config import StreamConfig
 
 pytestmark = pytest.mark.shared
 

@@ -13,9 +13,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-from data_shards.stream.config import StreamConfig
-from data_shards.stream.torch_loader import make_dataloader
+from polyfid.data_shards.stream.config import StreamConfig
+from polyfid.data_shards.stream.torch_loader import make_dataloader
 
 pytestmark = pytest.mark.shared
 

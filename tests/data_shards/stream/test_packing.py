@@ -3,8 +3,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
-from data_shards.stream.packing import OversizeRecordError, pack
+from polyfid.data_shards.stream.packing import OversizeRecordError, pack
 
 pytestmark = pytest.mark.shared
 

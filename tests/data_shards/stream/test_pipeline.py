@@ -4,11 +4,11 @@ import itertools
 from collections import Counter
 
 import pytest
+from polyfid.data_shards.stream.config import StreamConfig
+from polyfid.data_shards.stream.pipeline import StreamPlan, consumer_batches, worker_share
+from polyfid.data_shards.stream.sources import Consumer
+from polyfid.data_shards.stream.torch_loader import read_webdataset
 
-from data_shards.stream.config import StreamConfig
-from data_shards.stream.pipeline import StreamPlan, consumer_batches, worker_share
-from data_shards.stream.sources import Consumer
-from data_shards.stream.torch_loader import read_webdataset
 from tests.data_shards.stream.helpers import batch_ids, check_batch
 
 pytestmark = pytest.mark.shared

@@ -3,11 +3,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from polyfid.data_shards.stream.config import StreamConfig
+from polyfid.data_shards.stream.pipeline import StreamPlan
+from polyfid.data_shards.stream.ray_loader import ray_batches
+from polyfid.data_shards.stream.torch_loader import make_dataloader
 
-from data_shards.stream.config import StreamConfig
-from data_shards.stream.pipeline import StreamPlan
-from data_shards.stream.ray_loader import ray_batches
-from data_shards.stream.torch_loader import make_dataloader
 from tests.data_shards.stream.helpers import batch_ids, check_batch
 
 ray = pytest.importorskip("ray")

@@ -4,11 +4,10 @@ import itertools
 from collections import Counter
 
 import pytest
-
-from data_shards.codec import decode
-from data_shards.stream.catalog import ShardCatalog
-from data_shards.stream.sources import Consumer, consumer_stream, shard_cycles
-from data_shards.stream.torch_loader import read_webdataset
+from polyfid.data_shards.codec import decode
+from polyfid.data_shards.stream.catalog import ShardCatalog
+from polyfid.data_shards.stream.sources import Consumer, consumer_stream, shard_cycles
+from polyfid.data_shards.stream.torch_loader import read_webdataset
 
 pytestmark = pytest.mark.shared
 

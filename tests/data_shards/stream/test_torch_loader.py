@@ -3,10 +3,10 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from polyfid.data_shards.stream.config import StreamConfig
+from polyfid.data_shards.stream.pipeline import StreamPlan
+from polyfid.data_shards.stream.torch_loader import make_dataloader
 
-from data_shards.stream.config import StreamConfig
-from data_shards.stream.pipeline import StreamPlan
-from data_shards.stream.torch_loader import make_dataloader
 from tests.data_shards.stream.helpers import batch_ids, check_batch
 
 # 3 workers on this 2-core machine is deliberate (odd worker counts exercise the round-robin dealing)
@@ -50,11 +50,12 @@ def test_resume_through_workers(shards, start_step):
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 @pytest.mark.parametrize("reader", ["webdataset", "ray"])
 def test_unreadable_shard_names_the_file(tmp_path, damage, reader):
-    from data_shards.errors import ShardCorruptedError
-    from data_shards.shard_writer import write_shard
-    from data_shards.stream.catalog import ShardRef
-    from data_shards.stream.ray_loader import read_ray
-    from data_shards.stream.torch_loader import read_webdataset
+    from polyfid.data_shards.errors import ShardCorruptedError
+    from polyfid.data_shards.shard_writer import write_shard
+    from polyfid.data_shards.stream.catalog import ShardRef
+    from polyfid.data_shards.stream.ray_loader import read_ray
+    from polyfid.data_shards.stream.torch_loader import read_webdataset
+
     from tests.data_shards.test_shard_writer import _records
 
     path = tmp_path / "s.tar"

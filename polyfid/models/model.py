@@ -1,0 +1,163 @@
+"""PolyfidModel: a shared backbone, explicit per-level energy heads, forces (and stress) by autograd in forward."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from polyfid.data_shards.manifest import LevelStats
+from polyfid.data_shards.stream.batch import Batch
+from polyfid.models.graph import Graph, build_graph
+from polyfid.models.heads import EnergyHead, EnergyHeads
+from polyfid.models.species import SpeciesIndex
+
+
+class Backbone(Protocol):
+    """What PolyfidModel needs from a trunk (HIP-NN, HIP-NN-TS, HIP-HOP-NN)."""
+
+    elements: list[int]
+    cutoff: float
+    feature_sizes: list[int]  # widths of the per-layer features, l = 0 (one-hot) first
+    dtype: torch.dtype
+
+    def __call__(self, species: torch.Tensor, graph: Graph) -> list[torch.Tensor]: ...
+
+
+@dataclass
+class ModelOutput:
+    heads: list[str]  # the head of each column
+    energy: torch.Tensor  # (S, H) float64, eV
+    forces: torch.Tensor | None  # (A, H, 3) model dtype, eV/A
+    per_layer_energy: torch.Tensor  # (S, H, L+1) float64; l=0 is the E0 sum (for the hierarchicality penalty)
+    stress: torch.Tensor | None = None  # (S, H, 3, 3) eV/A^3, (1/V) dE/d(strain); 0 for non-periodic structures
+    graph: Graph | None = None
+
+
+class PolyfidModel(nn.Module):
+    """forward(batch, heads) -> ModelOutput. Heads are always chosen by name; there is no default head."""
+
+    def __init__(self, backbone: nn.Module, heads: EnergyHeads | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = heads if heads is not None else EnergyHeads()
+        self.species = SpeciesIndex(backbone.elements)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.dtype
+
+    @property
+    def head_names(self) -> list[str]:
+        return list(self.heads.head_names)
+
+    def add_head(self, name: str, stats: LevelStats | None = None, normalize: bool = True) -> EnergyHead:
+        """New head for level `name` (fine-tuning: the trunk and other heads are untouched)."""
+        ref = next(self.backbone.parameters())
+        head = EnergyHead(self.backbone.feature_sizes, self.backbone.elements, stats, normalize)
+        head.to(device=ref.device, dtype=ref.dtype)
+        self.heads.add(name, head)
+        return head
+
+    def isolated_features(self, like: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone features of one isolated atom of every element (rows in element order)."""
+        species = torch.arange(len(self.backbone.elements), device=like.device)
+        return self.backbone(species, Graph.empty(like))
+
+    def forward(
+        self,
+        batch: Batch,
+        heads: Sequence[str],
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        force_heads: Sequence[str] | None = None,
+    ) -> ModelOutput:
+        """Energies of `heads`; forces (and stress) of `force_heads` (default: all of `heads`; the other columns
+        are zero). Each differentiated head costs one backward pass: training asks only for heads with labels."""
+        indices = self.heads.indices(heads)
+        names = [self.heads.head_names[k] for k in indices]
+        if force_heads is None:
+            force_cols = list(range(len(names)))
+        else:
+            unknown = sorted(set(force_heads) - set(names))
+            if unknown:
+                raise ValueError(f"force_heads {unknown} are not among the requested heads {names}")
+            force_cols = [c for c, n in enumerate(names) if n in force_heads]
+        outer_grad = torch.is_grad_enabled()
+        create_graph = self.training and outer_grad
+        dtype = self.dtype
+        with torch.enable_grad():
+            pos = batch.positions.to(dtype)
+            if compute_forces and not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            pos_in = pos
+            cell = batch.cell.to(dtype)
+            n_struct = int(batch.n_atoms.shape[0])
+            strain = None
+            if compute_stress:
+                strain = torch.zeros(n_struct, 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                pos = pos + torch.einsum("ax,axy->ay", pos, sym[batch.batch])
+                cell = cell + cell @ sym
+            graph = build_graph(pos, batch.batch, batch.n_atoms, self.backbone.cutoff, cell, batch.pbc)
+            species = self.species(batch.numbers)
+            features = self.backbone(species, graph)
+            reference = self.isolated_features(pos)
+            e0_sum, net, per_layer = self.heads(features, reference, species, batch.batch, n_struct, indices)
+            energy = e0_sum + net.to(torch.float64)
+            forces = stress = None
+            if compute_forces or compute_stress:
+                forces, stress = self._derivatives(
+                    net, force_cols, pos_in if compute_forces else None, strain, create_graph, outer_grad
+                )
+                if stress is not None:
+                    volume = torch.linalg.det(batch.cell.to(dtype)).abs()
+                    periodic = batch.pbc.to(pos.device).any(dim=1)
+                    stress = torch.where(
+                        periodic[:, None, None, None], stress / volume.clamp_min(1e-12)[:, None, None, None], 0.0
+                    )
+        if not outer_grad:
+            energy, per_layer = energy.detach(), per_layer.detach()
+        return ModelOutput(names, energy, forces, per_layer, stress, graph)
+
+    @staticmethod
+    def _derivatives(
+        net: torch.Tensor,
+        columns: Sequence[int],
+        pos: torch.Tensor | None,
+        strain: torch.Tensor | None,
+        create_graph: bool,
+        keep_graph: bool,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per head h in `columns`: forces -dE_h/dR (A, H, 3) and dE_h/d(strain) (S, H, 3, 3); zero elsewhere."""
+        inputs = [t for t in (pos, strain) if t is not None]
+        n_h = net.shape[1]
+        last = columns[-1] if columns else -1
+        grads: list[list[torch.Tensor]] = []
+        for h in range(n_h):
+            if net.requires_grad and h in columns:
+                g = torch.autograd.grad(
+                    net[:, h].sum(),
+                    inputs,
+                    create_graph=create_graph,
+                    retain_graph=create_graph or keep_graph or h < last,
+                    allow_unused=True,
+                )
+            else:
+                g = (None,) * len(inputs)
+            grads.append([torch.zeros_like(x) if gi is None else gi for gi, x in zip(g, inputs, strict=True)])
+        out = [torch.stack([g[k] for g in grads], dim=1) for k in range(len(inputs))]
+        forces = -out[0] if pos is not None else None
+        stress = out[-1] if strain is not None else None
+        return forces, stress
+
+
+def build_model(backbone: nn.Module, levels: Mapping[str, LevelStats | None], normalize: bool = True) -> PolyfidModel:
+    """A PolyfidModel with one head per level (e.g. `manifest.levels`), in the given order."""
+    model = PolyfidModel(backbone)
+    for name, stats in levels.items():
+        model.add_head(name, stats, normalize)
+    return model

@@ -1,0 +1,215 @@
+"""Versioned model package: one file holding everything needed to rebuild and run a trained PolyfidModel.
+
+The file is a ``torch.save`` of plain containers (dict/list/str/int/float/bool/None) and tensors only, so a
+plain ``torch.load(path, weights_only=True)`` reads it; no arbitrary object is pickled. Layout (format 1.0)::
+
+    {"format": "polyfid-model-package", "format_version": "1.0", "polyfid_version": "0.1.0",
+     "torch_version": ..., "created": ISO-8601 UTC,
+     "backbone": {"kind": "hipnn", "config": {...}},   # kind from polyfid.models.registry.BACKBONES
+     "heads": ["b3lyp/def2-svp", "gfn2-xtb"],         # head names in head order (no default head)
+     "elements": [1, 6, 7, 8], "cutoff": 5.0, "dtype": "float32",
+     "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
+     "provenance": {...},                              # caller's (manifest hash, config, ...) + git commit
+     "state_dict": {name: tensor, ...}}                # weights; per-head E0 / scale are float64 buffers
+
+Compatibility: a package of the same major version loads (an older minor always; a newer minor when every field
+this version needs is present, unknown extra fields are kept in ``metadata``); another major raises
+:class:`PackageVersionError`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata as _metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polyfid.core.atomic import atomic_path
+from polyfid.models.model import PolyfidModel
+from polyfid.models.registry import backbone_spec, build_backbone
+
+FORMAT_NAME = "polyfid-model-package"
+PACKAGE_FORMAT = "1.0"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # the MLflow pyfunc face of a package (models from code)
+PACKAGE_NAME = "polyfid-pretrained.pt"  # the package inside a pretraining run: <run_dir>/model/<PACKAGE_NAME>
+UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
+# Fields a reader of this format version needs (a newer minor may add more; it must not remove these).
+REQUIRED_FIELDS = ("format", "format_version", "backbone", "heads", "elements", "cutoff", "units", "state_dict")
+
+
+class PackageError(ValueError):
+    """A file that is not a readable polyfid model package (message names the file)."""
+
+
+class PackageVersionError(PackageError):
+    """A package whose format version this polyfid cannot read."""
+
+
+@dataclass
+class LoadedPackage:
+    """A rebuilt model (eval mode) and the package's metadata (everything but the state_dict)."""
+
+    model: PolyfidModel
+    metadata: dict[str, Any]
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # fields unknown to this polyfid (newer minor)
+
+    @property
+    def heads(self) -> list[str]:
+        return list(self.metadata["heads"])
+
+    @property
+    def elements(self) -> list[int]:
+        return list(self.metadata["elements"])
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.metadata["cutoff"])
+
+    @property
+    def format_version(self) -> str:
+        return str(self.metadata["format_version"])
+
+
+def polyfid_version() -> str:
+    try:
+        return _metadata.version("polyfid")
+    except _metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def git_commit(folder: Path | None = None) -> dict[str, Any] | None:
+    """``{"git_commit": sha, "git_dirty": bool}`` of the checkout holding `folder` (this source), else None."""
+    folder = folder or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"git_commit": sha, "git_dirty": bool(dirty)} if sha else None
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Check `value` is JSON-like plain data (so weights_only loading and printing both work); return a copy."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=True))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{where} must be plain data (dict/list/str/int/float/bool/None): {exc}") from None
+
+
+def package_dict(model: PolyfidModel, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The package content of `model` as plain containers and CPU tensors."""
+    if not isinstance(model, PolyfidModel):
+        raise TypeError(f"expected a PolyfidModel (unwrap DDP/DeepSpeed: .module), got {type(model).__name__}")
+    if not model.head_names:
+        raise ValueError("the model has no heads: nothing to package")
+    prov = _plain(dict(provenance), "provenance")
+    if "git_commit" not in prov:
+        prov.update(git_commit() or {})
+    state = {
+        k: v.detach().to("cpu", copy=True).contiguous() if isinstance(v, torch.Tensor) else _plain(v, k)
+        for k, v in model.state_dict().items()
+    }  # non-tensors: module extra state such as the heads' names
+    return {
+        "format": FORMAT_NAME,
+        "format_version": PACKAGE_FORMAT,
+        "polyfid_version": polyfid_version(),
+        "torch_version": str(torch.__version__),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "backbone": backbone_spec(model.backbone),
+        "heads": list(model.head_names),
+        "elements": [int(z) for z in model.backbone.elements],
+        "cutoff": float(model.backbone.cutoff),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "units": dict(UNITS),
+        "provenance": prov,
+        "state_dict": state,
+    }
+
+
+def save_package(path: str | Path, model: PolyfidModel, *, provenance: dict[str, Any]) -> Path:
+    """Write `model` as a package at `path` atomically (temp file, fsync, rename). Returns the path.
+
+    `provenance`: plain data from the caller, e.g. ``{"manifest": manifest.build_fingerprint, "config": {...}}``;
+    ``git_commit``/``git_dirty`` are added when absent and this source is a git checkout.
+    """
+    path = Path(path)
+    content = package_dict(model, provenance)
+    with atomic_path(path) as tmp:
+        torch.save(content, tmp)
+        try:  # guarantee the invariant before the rename: a plain weights_only load must read it
+            torch.load(tmp, weights_only=True)
+        except Exception as exc:
+            raise TypeError(f"{path}: package content is not weights_only-loadable (a bug): {exc}") from exc
+    return path
+
+
+def _check_version(raw: dict[str, Any], path: Path) -> None:
+    version = str(raw.get("format_version", ""))
+    major, _, minor = version.partition(".")
+    my_major, my_minor = (int(x) for x in PACKAGE_FORMAT.split("."))
+    if not (major.isdigit() and minor.isdigit()):
+        raise PackageError(f"{path}: bad package format_version {version!r}")
+    if int(major) != my_major:
+        raise PackageVersionError(
+            f"{path}: package format {version} (written by polyfid {raw.get('polyfid_version', '?')}); this polyfid "
+            f"({polyfid_version()}) reads format {my_major}.x only. Re-export the model with a matching polyfid."
+        )
+    missing = [k for k in REQUIRED_FIELDS if k not in raw]
+    if missing:
+        newer = int(minor) > my_minor
+        raise PackageVersionError(
+            f"{path}: package format {version} lacks field(s) {missing} that this polyfid (format {PACKAGE_FORMAT}) "
+            + ("needs; it was written by a newer polyfid, upgrade to read it" if newer else "needs: file is damaged")
+        )
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model package")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # zip/pickle/EOF errors of truncated or foreign files
+        raise PackageError(
+            f"{path}: not a readable polyfid model package (truncated, corrupted or not a package): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+        raise PackageError(f"{path}: not a polyfid model package (no format={FORMAT_NAME!r} marker)")
+    return raw
+
+
+def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedPackage:
+    """Rebuild the model of a package (eval mode, on `map_location`) with its metadata."""
+    path = Path(path)
+    raw = _read(path, map_location)
+    _check_version(raw, path)
+    try:
+        backbone = build_backbone(raw["backbone"]["kind"], raw["backbone"]["config"])
+        model = PolyfidModel(backbone)
+        for name in raw["heads"]:
+            model.add_head(name, None)
+        model.load_state_dict(raw["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise PackageError(f"{path}: cannot rebuild the packaged model: {type(exc).__name__}: {exc}") from exc
+    if model.head_names != list(raw["heads"]) or list(backbone.elements) != list(raw["elements"]):
+        raise PackageError(f"{path}: heads/elements of the rebuilt model differ from the package metadata")
+    model.to(map_location).eval()
+    known = {*REQUIRED_FIELDS, "polyfid_version", "torch_version", "created", "dtype", "provenance"}
+    meta = {k: v for k, v in raw.items() if k != "state_dict"}
+    extra = {k: v for k, v in meta.items() if k not in known}
+    return LoadedPackage(model=model, metadata=meta, path=path, extra=extra)

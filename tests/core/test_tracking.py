@@ -1,0 +1,49 @@
+"""Tracking: MLflow sqlite store + registry offline; a tracking server that is down only warns."""
+
+from __future__ import annotations
+
+import pytest
+
+from polyfid.core.tracking import Tracker, TrackingSection, plot_learning_curves, read_metrics
+from polyfid.models.package import PYFUNC_CODE
+
+
+def test_local_sqlite_run_metrics_artifact_and_registry(tmp_path):
+    t = Tracker(TrackingSection(system_metrics=False), tmp_path)
+    t.start("run", {"optim": {"lr": 1e-3}}, {"polyfid.strategy": "single"})
+    assert t.online
+    t.log_metrics({"train/loss": 1.0, "val/gfn2-xtb/forces_mae": 0.5}, step=1)
+    t.log_metrics({"train/loss": 0.5, "val/gfn2-xtb/forces_mae": 0.25}, step=2)
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    t.log_artifact(tmp_path / "model.pt", "package")
+    assert t.register("polyfid-test", tmp_path / "model.pt", {"polyfid.git_commit": "abc"}, PYFUNC_CODE) == "1"
+    assert t.register("polyfid-test", tmp_path / "model.pt", {}, PYFUNC_CODE) == "2"
+    t.end()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(t.uri)
+    assert client.get_run(t.run_id).data.metrics["train/loss"] == 0.5
+    version = client.get_model_version("polyfid-test", "1")
+    assert version.run_id == t.run_id and version.tags["polyfid.git_commit"] == "abc"
+    png = plot_learning_curves(t.metrics_path, tmp_path / "curves.png")
+    assert png.stat().st_size > 1000
+    # a resumed run reopens the same MLflow run
+    again = Tracker(TrackingSection(system_metrics=False), tmp_path)
+    again.start("run", {}, {})
+    assert again.run_id == t.run_id
+    again.end()
+
+
+def test_server_down_warns_and_keeps_local_logs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    t = Tracker(TrackingSection(mlflow_uri="http://127.0.0.1:9", system_metrics=False), tmp_path)
+    with pytest.warns(RuntimeWarning, match="training goes on"):
+        t.start("run", {}, {})
+    assert not t.online
+    t.log_metrics({"train/loss": 1.0}, step=1)
+    assert t.register("x", tmp_path / "model.pt", {}, PYFUNC_CODE) is None
+    t.end()
+    assert read_metrics(t.metrics_path) == [
+        {"step": 1, "time": read_metrics(t.metrics_path)[0]["time"], "train/loss": 1.0}
+    ]
