@@ -24,14 +24,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polyfid.core.config import merge  # noqa: E402
 from polyfid.data_shards.stream import make_dataloader  # noqa: E402
+from polyfid.data_shards.stream.catalog import ShardCatalog  # noqa: E402
 from polyfid.pretrain.config import load_config  # noqa: E402
 from polyfid.pretrain.data import stream_config  # noqa: E402
 from polyfid.pretrain.engine import TrainingObjective, build_polyfid_model  # noqa: E402
 from polyfid.pretrain.losses import HeadTargets  # noqa: E402
-from polyfid.data_shards.stream.catalog import ShardCatalog  # noqa: E402
-
-from polyfid.core.config import merge  # noqa: E402
 
 LOG_EVERY = 20
 

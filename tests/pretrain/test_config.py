@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from polyfid.pretrain.config import load_config
 
 from polyfid.core.config import apply_overrides
 from polyfid.core.errors import ConfigError
+from polyfid.pretrain.config import load_config
 
 
 def _write(path, data):
