@@ -25,6 +25,7 @@ from pathlib import Path
 
 import h5py
 import yaml
+
 from polyfid.data_shards.build import build_shards
 from polyfid.data_shards.manifest import Manifest
 from polyfid.data_shards.sources import load_build_config

@@ -25,13 +25,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polyfid.core.config import validate_config  # noqa: E402
+from polyfid.core.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
 from polyfid.finetune.config import FinetuneConfig  # noqa: E402
 from polyfid.finetune.evaluate import score_scan  # noqa: E402
 from polyfid.finetune.run import fit_both  # noqa: E402
 from polyfid.finetune.train import load_target  # noqa: E402
-
-from polyfid.core.config import validate_config  # noqa: E402
-from polyfid.core.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
 from polyfid.models.package import load_package  # noqa: E402
 
 STARTS = {"reptile": ("pretrain-reptile", "pretrained"), "joint": ("pretrain", "pretrained"),

@@ -22,9 +22,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+
 from polyfid.data_shards.record import LevelLabels, Record
 from polyfid.data_shards.stream import collate
-
 from polyfid.models import build_model
 from polyfid.models.registry import BACKBONES
 

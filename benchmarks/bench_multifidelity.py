@@ -33,15 +33,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polyfid.core.config import validate_config  # noqa: E402
+from polyfid.core.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
 from polyfid.data_shards.build import build_shards  # noqa: E402
 from polyfid.data_shards.manifest import Manifest  # noqa: E402
 from polyfid.data_shards.sources import load_build_config  # noqa: E402
 from polyfid.finetune.config import FinetuneConfig  # noqa: E402
 from polyfid.finetune.run import starting_model  # noqa: E402
 from polyfid.finetune.train import energy_errors, finetune, load_target  # noqa: E402
-
-from polyfid.core.config import validate_config  # noqa: E402
-from polyfid.core.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
 from polyfid.models import build_model  # noqa: E402
 from polyfid.models.package import load_package, save_package  # noqa: E402
 from polyfid.models.registry import BACKBONES, build_backbone  # noqa: E402

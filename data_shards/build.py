@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from tqdm import tqdm
+
+from polyfid.core.atomic import atomic_write_bytes
 from polyfid.data_shards.codec import CODEC_VERSION
 from polyfid.data_shards.errors import PolyfidDataError, RecordError
 from polyfid.data_shards.manifest import SPLITS, DatasetInfo, Manifest, ShardEntry
@@ -27,9 +30,6 @@ from polyfid.data_shards.reference_energies import LevelAccumulator, accumulate
 from polyfid.data_shards.shard_writer import pack_into_shards, write_shard
 from polyfid.data_shards.sources import BuildConfig
 from polyfid.data_shards.splits import split_of
-from tqdm import tqdm
-
-from polyfid.core.atomic import atomic_write_bytes
 
 OnError = Literal["fail", "skip"]
 BUILD_DIR = "_build"

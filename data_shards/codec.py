@@ -6,6 +6,7 @@ import hashlib
 
 import msgpack
 import numpy as np
+
 from polyfid.data_shards.record import LevelLabels, Record
 
 SAMPLE_EXTENSION = "msgpack"

@@ -6,9 +6,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from ase.data import chemical_symbols
-from polyfid.data_shards.manifest import Manifest
 from rich.console import Console
 from rich.table import Table
+
+from polyfid.data_shards.manifest import Manifest
 
 
 def dataset_level_counts(manifest: Manifest) -> dict[str, dict[str, tuple[int, int]]]:

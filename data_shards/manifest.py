@@ -6,9 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from polyfid.data_shards.errors import PolyfidDataError
-
 from polyfid.core.atomic import atomic_write_bytes
+from polyfid.data_shards.errors import PolyfidDataError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

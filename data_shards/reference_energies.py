@@ -1,4 +1,6 @@
-"""Per-level least-squares reference energies E0 and residual statistics from mergeable sufficient statistics.
+"""Per-element reference energies E0 by least squares (`fit_e0`: the one E0 fit of polyfid, used by the shard build,
+the fine-tune refit and the linear baseline), and per-level E0 and residual statistics from mergeable sufficient
+statistics.
 
 Each build task accumulates, per level, sums over its train-split records (c = element counts, y = energy, n = atoms):
 c c^T, c y, y, y^2 and their 1/n, 1/n^2 weighted versions, plus force sums. Merged on the driver, they give the
@@ -7,11 +9,64 @@ exact least-squares E0 and the mean/std of the per-atom residual (y - c.E0)/n wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from ase.data import chemical_symbols
+
 from polyfid.data_shards.manifest import LevelStats
 from polyfid.data_shards.record import Record
+
+
+@dataclass(frozen=True)
+class E0Fit:
+    """Least-squares E0 (eV per element) of `sum_Z n_Z(s) E0_Z ~ E(s)`, with what the data determines.
+
+    Compositions that are multiples of each other (one molecule, or a few in fixed ratios) leave directions in
+    element space unconstrained: E0 is then the minimum-norm solution, meaningful only summed over compositions in
+    the span of the data. `determined[k]`: whether element k's E0 alone is fixed by the data; `null_space`: an
+    orthonormal basis (rows) of the undetermined directions.
+    """
+
+    e0: np.ndarray
+    rank: int
+    determined: np.ndarray
+    null_space: np.ndarray
+
+    def undetermined(self, elements: Sequence[int]) -> list[str]:
+        """The undetermined directions as readable combinations, e.g. ['0.71 H - 0.71 C']."""
+        out = []
+        for row in self.null_space:
+            terms = [
+                f"{'-' if c < 0 else '+'} {abs(c):.2f} {chemical_symbols[z]}"
+                for z, c in zip(elements, row, strict=True)
+                if abs(c) > 1e-3
+            ]
+            out.append(" ".join(terms).removeprefix("+ "))
+        return out
+
+
+def fit_e0(gram: np.ndarray, moment: np.ndarray, rtol: float = 1e-10) -> E0Fit:
+    """E0 from the normal equations (`gram` = sum c c^T, `moment` = sum c E over structures with element counts c):
+    the minimum-norm least-squares solution on the directions the data determines (eigenvalues of `gram` above
+    `rtol` x the largest)."""
+    gram, moment = np.asarray(gram, dtype=np.float64), np.asarray(moment, dtype=np.float64)
+    k = gram.shape[0]
+    if k == 0 or not np.any(gram):
+        return E0Fit(np.zeros(k), 0, np.zeros(k, dtype=bool), np.eye(k))
+    w, v = np.linalg.eigh(gram)
+    keep = w > rtol * w.max()
+    e0 = v[:, keep] @ ((v[:, keep].T @ moment) / w[keep])
+    null = v[:, ~keep].T
+    determined = np.linalg.norm(null, axis=0) < 1e-8 if null.size else np.ones(k, dtype=bool)
+    return E0Fit(e0, int(keep.sum()), determined, null)
+
+
+def normal_equations(counts: np.ndarray, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C^T C, C^T E) of per-structure element counts C (S, n_elements) and energies E (S,)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts.T @ counts, counts.T @ np.asarray(energy, dtype=np.float64)
 
 
 @dataclass
@@ -84,7 +139,8 @@ class LevelAccumulator:
     def fit(self, datasets: list[str]) -> LevelStats:
         """Least-squares E0 (minimum-norm where element counts are collinear) and residual statistics."""
         if self.n_energy:
-            e0, _, rank, _ = np.linalg.lstsq(self.ctc, self.cty, rcond=None)
+            fit = fit_e0(self.ctc, self.cty)
+            e0, rank = fit.e0, fit.rank
             mean = (self.y_n - e0 @ self.c_n) / self.n_energy
             m2 = (self.y2_n2 - 2 * e0 @ self.cy_n2 + e0 @ self.cct_n2 @ e0) / self.n_energy
             std = float(np.sqrt(max(m2 - mean**2, 0.0)))

@@ -10,11 +10,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polyfid.core.atomic import atomic_open
 from polyfid.data_shards.codec import SAMPLE_EXTENSION, encode, sample_key
 from polyfid.data_shards.grouping import budget_groups
 from polyfid.data_shards.record import Record
-
-from polyfid.core.atomic import atomic_open
 
 _TAR_OVERHEAD = 1024  # header + padding per member, upper bound
 

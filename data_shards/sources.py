@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from polyfid.data_shards.errors import SourceError
 from polyfid.data_shards.record import normalize_level
 from polyfid.data_shards.units import energy_factor, force_factor, length_factor
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FORMATS = ("ani_h5", "spice_h5", "sgdml_npz", "ase", "generic_h5")
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from polyfid.data_shards.errors import RecordError
 from polyfid.data_shards.record import LevelLabels, Record
 from polyfid.data_shards.sources import SourceConfig

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from polyfid.data_shards.manifest import Manifest
 from polyfid.data_shards.shard_writer import sha256_file
-from tqdm import tqdm
 
 
 @dataclass

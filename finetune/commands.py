@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from polyfid.data_shards.record import normalize_level
 from polyfid.finetune.evaluate import SPLITS
 
 VERDICT = {"linear": "linear wins", "nonlinear": "nonlinear wins", "tie": "tie (no epoch beat the linear start)"}
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model package (.pt), a run directory, or models:/NAME/VERSION")
     p.add_argument("--registry-uri", help="MLflow store of a models:/ --model (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--data", required=True, nargs="+", type=Path, help="shard folder(s)")
-    p.add_argument("--level", required=True, help="level of theory: the head and the reference labels")
+    p.add_argument("--level", required=True, type=normalize_level,
+                   help="level of theory: the head and the reference labels")  # fmt: skip
     p.add_argument("--split", nargs="+", default=["test"], choices=SPLITS, help="splits scored (default: test)")
     p.add_argument("--datasets", nargs="+", help="datasets scored (default: all)")
     p.add_argument("--scan", metavar="DATASET", help="also score the smoothness of this dataset read as a scan")

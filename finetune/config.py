@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from polyfid.data_shards.record import LevelName
 from pydantic import Field, field_validator, model_validator
 
 from polyfid.core.config import Section, load_yaml_config
 from polyfid.core.tracking import TrackingSection
+from polyfid.data_shards.record import LevelName
 
 
 class TargetSection(Section):

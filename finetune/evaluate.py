@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from polyfid.core.errors import ConfigError
+from polyfid.core.plots import pyplot, save_figure
 from polyfid.data_shards.errors import PolyfidDataError
 from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
-
-from polyfid.core.plots import pyplot, save_figure
 from polyfid.models import PolyfidModel
 
 SPLITS = ("train", "val", "test")
@@ -135,7 +136,7 @@ def scan_roughness(pred: Predictions) -> dict[str, float]:
     e_pred = np.array(pred.energy_pred)[order]
     e_ref = np.array(pred.energy_ref)[order]
     if len(e_ref) < 3:
-        raise ValueError(f"a scan needs at least 3 points with energies, got {len(e_ref)}")
+        raise ConfigError(f"scan dataset: needs at least 3 points with energies, got {len(e_ref)}")
     r_pred = float(np.sqrt((np.diff(e_pred, 2) ** 2).mean()))
     r_ref = float(np.sqrt((np.diff(e_ref, 2) ** 2).mean()))
     return {"roughness_model": r_pred, "roughness_reference": r_ref, "roughness_ratio": r_pred / max(r_ref, 1e-12)}

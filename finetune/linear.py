@@ -9,26 +9,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from polyfid.data_shards.stream import Batch
 
+from polyfid.core.errors import ConfigError
+from polyfid.data_shards.reference_energies import fit_e0, normal_equations
+from polyfid.data_shards.stream import Batch
 from polyfid.models import PolyfidModel
-from polyfid.models.graph import build_graph
 from polyfid.models.heads import EnergyHead
 
 ALPHAS = tuple(10.0**k for k in range(-8, 5))  # ridge strengths tried (relative to the mean feature variance)
 
 
 def structure_features(model: PolyfidModel, batch: Batch) -> np.ndarray:
-    """(S, F) float64: per structure, the sum over atoms of the backbone's per-layer features (layers >= 1) taken
-    relative to an isolated atom of the same element, as the energy heads see them. The trunk is frozen."""
-    backbone = model.backbone
+    """(S, F) float64: per structure, the sum over atoms of the features the energy heads are linear in
+    (`PolyfidModel.features`). The trunk is frozen."""
     with torch.no_grad():
-        pos = batch.positions.to(model.dtype)
-        graph = build_graph(pos, batch.batch, batch.n_atoms, backbone.cutoff, batch.cell.to(model.dtype), batch.pbc)
-        species = model.species(batch.numbers)
-        features = backbone(species, graph)
-        reference = model.isolated_features(pos)
-        per_atom = torch.cat([(z - z0[species]) for z, z0 in zip(features[1:], reference[1:], strict=True)], dim=1)
+        per_atom = model.features(batch)
         sums = per_atom.new_zeros(batch.n_structures, per_atom.shape[1]).index_add(0, batch.batch, per_atom)
     return sums.double().numpy()
 
@@ -63,7 +58,7 @@ class LinearBaseline:
 
 def fit_counts(counts: np.ndarray, energy: np.ndarray, elements: Sequence[int]) -> LinearBaseline:
     """Per-element energies by least squares (minimum norm where element counts are collinear)."""
-    e0 = np.linalg.lstsq(counts, energy, rcond=None)[0]
+    e0 = fit_e0(*normal_equations(counts, energy)).e0
     zeros = np.zeros(0)
     return LinearBaseline(list(elements), e0, zeros, zeros, zeros, None, None)
 
@@ -87,7 +82,7 @@ def fit_linear(
 ) -> LinearBaseline:
     """E0 on counts, then ridge of the residual on standardised features; alpha by k-fold CV RMSE."""
     if len(energy) < 4:
-        raise ValueError(f"the linear baseline needs at least 4 structures with energies, got {len(energy)}")
+        raise ConfigError(f"the linear baseline needs at least 4 structures with energies, got {len(energy)}")
     base = fit_counts(counts, energy, elements)
     residual = energy - counts @ base.e0
     mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-12
@@ -99,7 +94,7 @@ def fit_linear(
     for f in range(k):
         train, test = fold_of != f, fold_of == f
         # E0 refitted inside the fold too, so the CV error is that of the whole procedure
-        e0 = np.linalg.lstsq(counts[train], energy[train], rcond=None)[0]
+        e0 = fit_e0(*normal_equations(counts[train], energy[train])).e0
         r_train = energy[train] - counts[train] @ e0
         r_test = energy[test] - counts[test] @ e0
         for a, w in enumerate(_ridge_path(x[train], r_train, alphas)):

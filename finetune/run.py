@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from polyfid.core.atomic import atomic_write_bytes
+from polyfid.core.errors import ConfigError
+from polyfid.core.tracking import Tracker
 from polyfid.finetune.config import FinetuneConfig
 from polyfid.finetune.curves import crossover, curve_plot
 from polyfid.finetune.evaluate import parity_plot, predict, score, score_scan
@@ -16,9 +20,6 @@ from polyfid.finetune.linear import LinearBaseline, element_counts, fit_structur
 from polyfid.finetune.report import describe_fit
 from polyfid.finetune.source import fresh_model, load_source
 from polyfid.finetune.train import TargetData, energy_errors, finetune, load_target
-
-from polyfid.core.atomic import atomic_write_bytes
-from polyfid.core.tracking import Tracker
 from polyfid.models import PolyfidModel
 from polyfid.models.package import PYFUNC_CODE, LoadedPackage, save_package
 
@@ -76,7 +77,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     package, lineage = load_source(cfg.source, cfg.registry_uri or cfg.tracking.mlflow_uri, cfg.run_dir / "source")
     data = load_target(cfg)
     if not data.test:
-        raise ValueError(f"the target has no test-split energies at {cfg.target.level!r}: nothing to score")
+        raise ConfigError(f"the target has no test-split energies at {cfg.target.level!r}: nothing to score")
     tracker = Tracker(cfg.tracking, cfg.run_dir)
     tags = {**lineage, "polyfid.target_level": cfg.target.level, "polyfid.init": cfg.init}
     tracker.start(cfg.run_dir.name, cfg.model_dump(mode="json"), tags)

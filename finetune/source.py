@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from polyfid.core.errors import PolyfidError
 from polyfid.models import PolyfidModel
 from polyfid.models.package import LoadedPackage, load_package
 from polyfid.models.registry import build_backbone
@@ -16,7 +17,7 @@ from polyfid.models.registry import build_backbone
 REGISTRY_SCHEME = "models:/"
 
 
-class SourceError(ValueError):
+class SourceError(PolyfidError, ValueError):
     """A source that cannot be resolved (message names it and what was tried)."""
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
+
+from polyfid.core.errors import ConfigError
 from polyfid.data_shards.record import Record
+from polyfid.data_shards.reference_energies import E0Fit, fit_e0, normal_equations
 from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan
 from polyfid.data_shards.stream.packing import pack
 from polyfid.data_shards.stream.pipeline import record_streams
@@ -23,6 +25,7 @@ from polyfid.data_shards.stream.sources import Consumer
 from polyfid.data_shards.stream.torch_loader import read_webdataset
 from polyfid.finetune.config import LINEAR_INIT, FinetuneConfig
 from polyfid.finetune.linear import LinearBaseline, element_counts, fit_structures, load_into_head
+from polyfid.models import PolyfidModel
 from polyfid.pretrain.config import LevelWeights
 from polyfid.pretrain.losses import (
     STAT_FIELDS,
@@ -32,8 +35,6 @@ from polyfid.pretrain.losses import (
     metrics_from_stats,
     multifidelity_loss,
 )
-
-from polyfid.models import PolyfidModel
 
 
 @dataclass
@@ -62,7 +63,9 @@ def _records(
         StreamConfig(shard_dirs=t.shard_dirs, split=split, datasets=datasets, max_atoms=t.max_atoms)
     )
     if level not in plan.level_names:
-        raise ValueError(f"level {level!r} is not in {t.shard_dirs} (levels: {plan.level_names})")
+        raise ConfigError(
+            f"target.level {level!r} is not in {[str(d) for d in t.shard_dirs]} (levels: {plan.level_names})"
+        )
     streams = record_streams(plan, "eval", read_webdataset, Consumer(), epoch=0)
     records = [r for name in sorted(streams) for r in streams[name] if _has_label(r, level, energy_only=False)]
     return plan, records
@@ -78,7 +81,7 @@ def _subset(records: list[Record], n: int | None, seed: int, what: str) -> list[
     order = derive_rng(seed, what).permutation(len(records))
     if n is not None:
         if n > len(records):
-            raise ValueError(f"{what}: asked for {n} structures but the train split has {len(records)}")
+            raise ConfigError(f"{what}: asked for {n} structures but the train split has {len(records)}")
         order = order[:n]
     return [records[k] for k in order]
 
@@ -103,17 +106,17 @@ def load_target(cfg: FinetuneConfig) -> TargetData:
     return TargetData(plan, train, val, test, fit, plan.level_names.index(t.level))
 
 
-def refit_e0(model: PolyfidModel, level: str, batch: Batch, level_index: int) -> None:
-    """Least-squares E0 of the head on the batch's energies minus the head's current network energy."""
-    elements = model.backbone.elements
+def refit_e0(model: PolyfidModel, level: str, batch: Batch, level_index: int) -> E0Fit:
+    """Least-squares E0 of the head on the batch's energies minus the head's current network energy; returns the
+    fit (which element directions the compositions determine)."""
     with torch.no_grad():
         head = model.heads[level]
         head.e0.zero_()
         net = model(batch, [level], compute_forces=False).energy[:, 0].double().numpy()
-    counts = element_counts(batch, elements)
-    target = batch.energy[:, level_index].numpy() - net
-    e0 = np.linalg.lstsq(counts, target, rcond=None)[0]
-    head.e0.copy_(torch.from_numpy(e0))
+    counts = element_counts(batch, model.backbone.elements)
+    fit = fit_e0(*normal_equations(counts, batch.energy[:, level_index].numpy() - net))
+    head.e0.copy_(torch.from_numpy(fit.e0))
+    return fit
 
 
 def fitted_levels(cfg: FinetuneConfig, plan: StreamPlan) -> list[HeadTargets]:
@@ -124,7 +127,7 @@ def fitted_levels(cfg: FinetuneConfig, plan: StreamPlan) -> list[HeadTargets]:
     ]
     for aux in cfg.auxiliary:
         if aux.level not in plan.level_names:
-            raise ValueError(f"auxiliary level {aux.level!r} is not in {cfg.target.shard_dirs} ({plan.level_names})")
+            raise ConfigError(f"auxiliary level {aux.level!r} is not in the target shards (levels: {plan.level_names})")
         targets.append(
             HeadTargets(aux.level, index(aux.level), LevelWeights(energy=aux.energy_weight, forces=aux.forces_weight))
         )
@@ -188,10 +191,12 @@ def finetune(
     if cfg.head_init == LINEAR_INIT:  # linear probing, then fine-tuning: step 0 is the linear baseline
         linear = linear or fit_structures(model, data.plan.collate(data.train), h, cfg.seed)
         load_into_head(linear, model.heads[level])
-    for t in targets:  # E0 by least squares before any step, on the energies each level is allowed to fit
+    e0_fits = {}  # E0 by least squares before any step, on the energies each level is allowed to fit
+    for t in targets:
         with_energy = [r for r in data.fit if _has_label(r, t.name)]
         if with_energy:
-            refit_e0(model, t.name, data.plan.collate(with_energy), t.level_index)
+            fit = refit_e0(model, t.name, data.plan.collate(with_energy), t.level_index)
+            e0_fits[t.name] = {"rank": fit.rank, "undetermined": fit.undetermined(model.backbone.elements)}
     val = data.batches(data.val or data.train, cfg.target.max_atoms)
     step0 = energy_errors(model, val, level, h)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -221,4 +226,4 @@ def finetune(
                 break
     model.load_state_dict(best_state)
     model.eval()
-    return {"head_init": init, "step0_val": step0, "best_val_energy_rmse": best, "epochs": epochs}
+    return {"head_init": init, "e0_fit": e0_fits, "step0_val": step0, "best_val_energy_rmse": best, "epochs": epochs}

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from polyfid.data_shards.record import LevelName
-from polyfid.data_shards.stream.config import StreamSettings
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
 from polyfid.core.config import Section, load_yaml_config
 from polyfid.core.tracking import TrackingSection
+from polyfid.data_shards.record import LevelName
+from polyfid.data_shards.stream.config import StreamSettings
 from polyfid.models.registry import BACKBONES
 
 DEFAULT_BACKBONE = "hipnn"
@@ -52,7 +52,7 @@ def _model_section(kind: str) -> type[Section]:
         __base__=Section,
         __doc__=f"Model with a {kind} backbone.",
         backbone=(Literal[kind], Field(kind, description=f"backbone kind: one of {sorted(BACKBONES)}")),
-        settings=(settings, Field(default_factory=settings, description=f"{kind} sizes (see its config class)")),
+        settings=(settings, Field(default_factory=settings, description="the backbone's sizes and settings")),
         normalize_heads=(bool, Field(True, description="scale each head by its level's residual per-atom std")),
     )
     section.kind_name = kind

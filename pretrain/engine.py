@@ -6,15 +6,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from polyfid.data_shards.stream.batch import Batch
-from polyfid.data_shards.stream.catalog import ShardCatalog
-from polyfid.pretrain.config import LossSection, PretrainConfig
-from polyfid.pretrain.losses import HeadTargets, force_heads, head_stats, multifidelity_loss
 from torch import nn
 
 from polyfid.core.config import merge
+from polyfid.data_shards.stream.batch import Batch
+from polyfid.data_shards.stream.catalog import ShardCatalog
 from polyfid.models import PolyfidModel, build_model
 from polyfid.models.registry import build_backbone
+from polyfid.pretrain.config import LossSection, PretrainConfig
+from polyfid.pretrain.losses import HeadTargets, force_heads, head_stats, multifidelity_loss
 
 
 def build_polyfid_model(cfg: PretrainConfig, catalog: ShardCatalog, levels: Sequence[str]) -> PolyfidModel:

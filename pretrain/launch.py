@@ -14,14 +14,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from polyfid.core.config import validate_config
 from polyfid.data_shards.stream.catalog import ShardCatalog
 from polyfid.pretrain.config import PretrainConfig
 from polyfid.pretrain.runtime import RunContext, prepare_deepspeed
 from polyfid.pretrain.strategies import build_strategy
 from polyfid.pretrain.trainer import STOP_FILE, train
-from tqdm import tqdm
-
-from polyfid.core.config import validate_config
 
 RAY_RUN_NAME = "ray"  # Ray Train's folder inside the run directory (checkpoints, restore state)
 

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from polyfid.data_shards.stream.batch import Batch
-from polyfid.pretrain.config import LevelWeights
 
+from polyfid.data_shards.stream.batch import Batch
 from polyfid.models import ModelOutput, hierarchicality
+from polyfid.pretrain.config import LevelWeights
 
 # Columns of the per-head error sums (float64): reduced across ranks by summation, turned into metrics at the end.
 STAT_FIELDS = ("e_abs", "e_sq", "e_n", "f_abs", "f_sq", "f_n")

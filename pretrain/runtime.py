@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
 from polyfid.pretrain.checkpoints import CheckpointStore, FolderStore, RayStore
 
 

@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
+
+from polyfid.core.atomic import atomic_write_bytes
+from polyfid.core.config import save_resolved
+from polyfid.core.tracking import Tracker, plot_learning_curves
 from polyfid.data_shards.stream import StreamPlan
 from polyfid.data_shards.stream.catalog import ShardCatalog
+from polyfid.models.package import PACKAGE_NAME, PYFUNC_CODE, git_commit, save_package
 from polyfid.pretrain.config import PretrainConfig
 from polyfid.pretrain.data import TaskStream, epoch_batches, stream_config
 from polyfid.pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine
@@ -28,12 +34,6 @@ from polyfid.pretrain.runtime import RunContext
 from polyfid.pretrain.schedule import LRSchedule
 from polyfid.pretrain.strategies import build_strategy
 from polyfid.pretrain.strategies.reptile import master_weights
-from tqdm import tqdm
-
-from polyfid.core.atomic import atomic_write_bytes
-from polyfid.core.config import save_resolved
-from polyfid.core.tracking import Tracker, plot_learning_curves
-from polyfid.models.package import PACKAGE_NAME, PYFUNC_CODE, git_commit, save_package
 
 STOP_FILE = "STOP"  # created in the run directory (e.g. by the driver on SIGTERM): save and exit at the next step
 CHECKPOINT_TAG = "state"

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+
 from polyfid.data_shards.demo import molecules
 from polyfid.data_shards.demo.labelers import Label, Worker, label
 from polyfid.data_shards.demo.run import MD_PARAMS, XTB, Run
-from tqdm import tqdm
 
 
 def empty_level(m: int, n: int, forces: bool) -> dict[str, np.ndarray]:

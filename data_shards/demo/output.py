@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from polyfid.data_shards.demo.labelers import LEVELS
 
 from polyfid.core.atomic import atomic_path
+from polyfid.data_shards.demo.labelers import LEVELS
 
 
 def h5_group(

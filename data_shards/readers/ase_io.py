@@ -27,6 +27,7 @@ import numpy as np
 from ase import Atoms
 from ase.io.extxyz import key_val_str_to_dict
 from ase.io.formats import filetype, string2index
+
 from polyfid.data_shards.errors import RecordError, SourceError
 from polyfid.data_shards.readers.base import Chunk
 from polyfid.data_shards.readers.common import (
@@ -54,7 +55,7 @@ def _format(source: SourceConfig, path: Path, opts: dict[str, Any]) -> str:
         return str(opts["format"])
     try:
         return filetype(str(path))
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # ASE raises its own types too (UnknownFileTypeError for an empty file)
         raise SourceError(source.name, f"ASE cannot tell the file format: {exc}", str(path)) from exc
 
 

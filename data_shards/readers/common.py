@@ -19,6 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
+
 from polyfid.data_shards.errors import RecordError, SourceError
 from polyfid.data_shards.readers.base import Chunk
 from polyfid.data_shards.record import Record

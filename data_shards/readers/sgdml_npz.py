@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from polyfid.data_shards.errors import RecordError, SourceError
 from polyfid.data_shards.readers.base import Chunk
 from polyfid.data_shards.readers.common import (

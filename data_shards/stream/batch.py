@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
+
 from polyfid.data_shards.record import Record
 
 

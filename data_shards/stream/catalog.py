@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from polyfid.core.errors import ConfigError
 from polyfid.data_shards.errors import PolyfidDataError, ShardCorruptedError
 from polyfid.data_shards.manifest import MANIFEST_NAME, LevelStats, Manifest
-
-from polyfid.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import ray.data
+
 from polyfid.data_shards.codec import SAMPLE_EXTENSION
 from polyfid.data_shards.stream.batch import Batch
 from polyfid.data_shards.stream.catalog import ShardRef, check_sha256

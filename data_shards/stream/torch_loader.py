@@ -7,6 +7,9 @@ import tarfile
 from collections.abc import Iterator
 
 import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.tariterators import tar_file_iterator
+
 from polyfid.data_shards.codec import SAMPLE_EXTENSION
 from polyfid.data_shards.errors import ShardCorruptedError
 from polyfid.data_shards.stream.batch import Batch
@@ -14,8 +17,6 @@ from polyfid.data_shards.stream.catalog import ShardRef, check_sha256
 from polyfid.data_shards.stream.config import Mode, StreamConfig
 from polyfid.data_shards.stream.pipeline import StreamPlan, consumer_batches
 from polyfid.data_shards.stream.sources import Consumer
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.tariterators import tar_file_iterator
 
 
 def read_webdataset(shards: Iterator[ShardRef]) -> Iterator[bytes]:

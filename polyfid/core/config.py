@@ -133,27 +133,56 @@ def _sections(annotation: Any) -> list[type[BaseModel]]:
     return []
 
 
-def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    text = text or str(annotation).replace("typing.", "").replace("pathlib.", "")
-    return re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+def type_name(annotation: Any) -> str:
+    """A short readable type: `list[str] | None`, `'fp32' | 'bf16'`, `int`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(dict.fromkeys(type_name(a) for a in args))
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "(required)"
+    if field.default is PydanticUndefined:
+        return {list: "[]", dict: "{}"}.get(field.default_factory, "(section)")
+    if isinstance(field.default, BaseModel):
+        return "(section)"
+    return repr(field.default)
 
 
 def describe(schema: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
     """(dotted key, type, default, meaning) of every key of `schema`, sections expanded depth first; the meaning is
-    the field's description (every field has one: tests/core/test_config.py)."""
+    the field's description (every field has one: tests/core/test_config.py). The members of a section union (the
+    backbones of `model`) are merged key by key; a key only some members have says which."""
     for name, field in schema.model_fields.items():
         key = f"{prefix}{name}"
         subs = _sections(field.annotation)
-        if field.is_required():
-            default = "(required)"
-        elif field.default is PydanticUndefined:
-            default = "[]" if field.default_factory is list else "{}" if field.default_factory is dict else "(auto)"
-        elif isinstance(field.default, BaseModel):
-            default = "(section)"
-        else:
-            default = repr(field.default.value if hasattr(field.default, "value") else field.default)
-        yield key, _type_name(field.annotation), default, field.description or ""
-        for sub in subs:
-            label = f"{key}.<{getattr(sub, 'kind_name', sub.__name__)}>." if len(subs) > 1 else f"{key}."
-            yield from describe(sub, label)
+        kind = subs[0].__name__ if len(subs) == 1 else type_name(field.annotation)
+        yield key, kind if len(subs) < 2 else "section", _default(field), field.description or ""
+        if len(subs) == 1:
+            yield from describe(subs[0], f"{key}.")
+        elif subs:
+            merged: dict[str, dict[str, tuple[str, str, str]]] = {}  # key -> member -> (type, default, meaning)
+            for sub in subs:
+                for k, t, d, m in describe(sub, f"{key}."):
+                    merged.setdefault(k, {})[getattr(sub, "kind_name", sub.__name__)] = (t, d, m)
+            for k, members in merged.items():
+                types_ = " | ".join(dict.fromkeys(t for t, _, _ in members.values()))
+                defaults = [d for _, d, _ in members.values()]
+                if len(set(defaults)) == 1 or len(members) == len(subs):  # a union's default: its first member's
+                    default = defaults[0]
+                else:
+                    default = ", ".join(f"{g}: {d}" for g, (_, d, _) in members.items())
+                meaning = next(iter(members.values()))[2]
+                if len(members) < len(subs):
+                    meaning += f" (only {', '.join(members)})"
+                yield k, types_, default, meaning

@@ -13,7 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from polyfid.data_shards.record import Record
+from polyfid.data_shards.record import Record, normalize_level
 from polyfid.data_shards.stream.batch import Batch, collate
 from polyfid.models.heads import UnknownHeadError
 from polyfid.models.package import LoadedPackage, load_package
@@ -75,11 +75,11 @@ class PolyfidCalculator(Calculator):
         self.package = loaded
         self.model = model.eval()
         self.device = device
-        if not isinstance(level, str) or level not in self.model.head_names:
+        if not isinstance(level, str) or normalize_level(level) not in self.model.head_names:
             raise UnknownHeadError(
                 f"level {level!r} is not a head of this package; choose one of {self.model.head_names}"
             )
-        self.level = level
+        self.level = normalize_level(level)
 
     @property
     def heads(self) -> list[str]:

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from polyfid.core.errors import PolyfidError
 from polyfid.data_shards.manifest import LevelStats
 
 
-class UnknownHeadError(ValueError):
+class UnknownHeadError(PolyfidError, ValueError):
     """A head name the model does not have."""
 
 

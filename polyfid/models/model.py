@@ -67,6 +67,20 @@ class PolyfidModel(nn.Module):
         species = torch.arange(len(self.backbone.elements), device=like.device)
         return self.backbone(species, Graph.empty(like))
 
+    def _layers(
+        self, batch: Batch, pos: torch.Tensor, cell: torch.Tensor
+    ) -> tuple[Graph, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """(graph, species, per-layer features, isolated-atom features) at positions `pos` in cells `cell`."""
+        graph = build_graph(pos, batch.batch, batch.n_atoms, self.backbone.cutoff, cell, batch.pbc)
+        species = self.species(batch.numbers)
+        return graph, species, self.backbone(species, graph), self.isolated_features(pos)
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        """(A, F) per-atom features the energy heads are linear in: each layer's (l >= 1) features relative to an
+        isolated atom of the same element, concatenated (the linear baseline regresses on their sums)."""
+        _, species, features, reference = self._layers(batch, batch.positions.to(self.dtype), batch.cell.to(self.dtype))
+        return torch.cat([z - z0[species] for z, z0 in zip(features[1:], reference[1:], strict=True)], dim=1)
+
     def forward(
         self,
         batch: Batch,
@@ -102,10 +116,7 @@ class PolyfidModel(nn.Module):
                 sym = 0.5 * (strain + strain.transpose(1, 2))
                 pos = pos + torch.einsum("ax,axy->ay", pos, sym[batch.batch])
                 cell = cell + cell @ sym
-            graph = build_graph(pos, batch.batch, batch.n_atoms, self.backbone.cutoff, cell, batch.pbc)
-            species = self.species(batch.numbers)
-            features = self.backbone(species, graph)
-            reference = self.isolated_features(pos)
+            graph, species, features, reference = self._layers(batch, pos, cell)
             e0_sum, net, per_layer = self.heads(features, reference, species, batch.batch, n_struct, indices)
             energy = e0_sum + net.to(torch.float64)
             forces = stress = None

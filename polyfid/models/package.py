@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from polyfid.core.atomic import atomic_path
+from polyfid.core.errors import PolyfidError
 from polyfid.models.model import PolyfidModel
 from polyfid.models.registry import backbone_spec, build_backbone
 
@@ -42,7 +43,7 @@ UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress"
 REQUIRED_FIELDS = ("format", "format_version", "backbone", "heads", "elements", "cutoff", "units", "state_dict")
 
 
-class PackageError(ValueError):
+class PackageError(PolyfidError, ValueError):
     """A file that is not a readable polyfid model package (message names the file)."""
 
 
@@ -180,7 +181,7 @@ def _check_version(raw: dict[str, Any], path: Path) -> None:
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model package")
+        raise PackageError(f"{path}: no such model package")
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip/pickle/EOF errors of truncated or foreign files

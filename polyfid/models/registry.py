@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from torch import nn
 
+from polyfid.core.errors import PolyfidError
 from polyfid.models.hiphop import HipHop, HipHopConfig, HipnnTS, HipnnTSConfig
 from polyfid.models.hipnn import Hipnn, HipnnConfig
 
@@ -21,7 +22,7 @@ BACKBONES: dict[str, tuple[type[BaseModel], type[nn.Module]]] = {
 }
 
 
-class UnknownBackboneError(ValueError):
+class UnknownBackboneError(PolyfidError, ValueError):
     """A backbone kind (or class) that is not in :data:`BACKBONES`."""
 
 

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from polyfid.core.errors import PolyfidError
 
-class UnknownElementError(ValueError):
+
+class UnknownElementError(PolyfidError, ValueError):
     """An atomic number the model was not built for."""
 
 

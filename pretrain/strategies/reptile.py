@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
+
 from polyfid.data_shards.stream.sampling import dataset_weights
 from polyfid.data_shards.stream.seeding import derive_rng
 from polyfid.pretrain.config import LevelWeights, ReptileSection
 from polyfid.pretrain.strategies import Strategy
-from torch import nn
 
 if TYPE_CHECKING:
     from polyfid.data_shards.stream.catalog import ShardCatalog

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+
+from polyfid.cli import main
 from polyfid.data_shards.build import build_shards
 from polyfid.data_shards.codec import decode
 from polyfid.data_shards.errors import PolyfidDataError
@@ -18,15 +19,13 @@ from polyfid.data_shards.manifest import Manifest
 from polyfid.data_shards.record import Record
 from polyfid.data_shards.sources import load_build_config
 from polyfid.data_shards.verify import verify_shards
-
-from polyfid.cli import main
-from tests.shared_data import shared_path
+from tests.corpus import write_flat_ethanol
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 ETHANOL_MF_LEVELS = {
     "gfn2-xtb": {"energy": "xtb_gfn2/energy", "forces": "xtb_gfn2/forces", "valid": "xtb_gfn2/ok"},
-    "b3lyp/def2-svp": {"energy": "b3lyp_def2svp/energy", "forces": "b3lyp_def2svp/forces", "valid": "b3lyp_def2svp/ok"},
+    "mp2/cc-pvdz": {"energy": "mp2_ccpvdz/energy", "forces": "mp2_ccpvdz/forces", "valid": "mp2_ccpvdz/ok"},
     "ccsd(t)/cc-pvdz": {"energy": "ccsd_t_ccpvdz/energy", "valid": "ccsd_t_ccpvdz/ok"},
 }
 
@@ -51,10 +50,8 @@ def _write_config(folder: Path, sources: list[dict], **extra) -> Path:
 
 @pytest.fixture
 def ethanol_mf(tmp_path: Path) -> Path:
-    """A private copy of the real 50-geometry multi-level ethanol file (tests may damage it)."""
-    dst = tmp_path / "ethanol_mf.h5"
-    shutil.copy(shared_path("generated/ethanol_mf.h5"), dst)
-    return dst
+    """A private flat file of 50 real multi-level ethanol geometries from the project's corpus (tests may damage it)."""
+    return write_flat_ethanol(tmp_path / "ethanol_mf.h5")
 
 
 def _records_in(shard: Path) -> list[Record]:
@@ -78,15 +75,15 @@ def test_build_counts_labels_and_e0(ethanol_mf: Path, tmp_path: Path):
     assert {s.split for s in manifest.shards} == {"train", "val", "test"}
     records = {int(rid.rsplit(":", 1)[1]): rec for rid, rec in _read_all(out).items()}
     with h5py.File(ethanol_mf) as f:
-        ok = f["b3lyp_def2svp/ok"][()].astype(bool)
-        energy = f["b3lyp_def2svp/energy"][()]
+        ok = f["ccsd_t_ccpvdz/ok"][()].astype(bool)
+        energy = f["ccsd_t_ccpvdz/energy"][()]
         positions = f["positions"][()]
     assert sorted(records) == list(range(50))
     for i, rec in records.items():
         np.testing.assert_allclose(rec.positions, positions[i])
-        assert ("b3lyp/def2-svp" in rec.labels) == bool(ok[i])
+        assert ("ccsd(t)/cc-pvdz" in rec.labels) == bool(ok[i])
         if ok[i]:
-            assert rec.labels["b3lyp/def2-svp"].energy == pytest.approx(energy[i])
+            assert rec.labels["ccsd(t)/cc-pvdz"].energy == pytest.approx(energy[i])
     # E0 by least squares on the train split; one molecule -> the E0 of its atoms sum to the mean train energy
     stats = manifest.levels["gfn2-xtb"]
     train = [rec for shard in manifest.select(split="train") for rec in _records_in(out / shard.path)]

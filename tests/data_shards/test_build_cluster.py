@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from polyfid.data_shards.manifest import Manifest
 
+from polyfid.data_shards.manifest import Manifest
+from tests.corpus import write_flat_ethanol
 from tests.data_shards.test_build import _generic_source, _write_config
-from tests.shared_data import shared_path
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -27,8 +26,7 @@ def _free_port() -> int:
 
 
 def test_build_on_existing_ray_cluster(tmp_path: Path):
-    data = tmp_path / "ethanol_mf.h5"
-    shutil.copy(shared_path("generated/ethanol_mf.h5"), data)
+    data = write_flat_ethanol(tmp_path / "ethanol_mf.h5")
     config = _write_config(tmp_path, [_generic_source("ethanol", data, chunk_size=10)])
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}

@@ -3,6 +3,7 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 import pytest
+
 from polyfid.data_shards.codec import decode, encode, sample_key
 from polyfid.data_shards.record import LevelLabels, Record
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from polyfid.data_shards.build import build_shards, plan_chunks
 from polyfid.data_shards.manifest import Manifest
 from polyfid.data_shards.readers import get_reader
@@ -17,7 +18,6 @@ from polyfid.data_shards.sources import load_build_config
 from polyfid.data_shards.splits import split_of
 from polyfid.data_shards.stream import StreamConfig, StreamPlan, make_dataloader
 from polyfid.data_shards.stream.ray_loader import ray_batches
-
 from tests.data_shards.stream.helpers import check_batch
 
 DEMO_SOURCES = Path(__file__).resolve().parents[2] / "data_shards" / "demo_corpus" / "sources.yaml"

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from polyfid.data_shards.errors import PolyfidDataError
 from polyfid.data_shards.manifest import MANIFEST_NAME, Manifest
 

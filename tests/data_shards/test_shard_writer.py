@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from polyfid.core.atomic import atomic_open
 from polyfid.data_shards.codec import decode
 from polyfid.data_shards.record import LevelLabels, Record
 from polyfid.data_shards.shard_writer import pack_into_shards, sha256_file, write_shard
-
-from polyfid.core.atomic import atomic_open
 
 
 def _records(n: int) -> list[Record]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from polyfid.data_shards.errors import SourceError
 from polyfid.data_shards.sources import SourceConfig, load_build_config
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from ase import units as u
+from pydantic import ValidationError
+
 from polyfid.data_shards.sources import SourceConfig, Units
 from polyfid.data_shards.units import ENERGY_TO_EV, LENGTH_TO_ANGSTROM, energy_factor, force_factor, length_factor
-from pydantic import ValidationError
 
 EXPECTED_ENERGY = {
     "ev": 1.0,

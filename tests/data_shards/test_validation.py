@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import units as u
+
 from polyfid.data_shards.errors import RecordError
 from polyfid.data_shards.record import Record
 from polyfid.data_shards.sources import SourceConfig

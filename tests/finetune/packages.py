@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from polyfid.data_shards.manifest import Manifest
 
+from polyfid.data_shards.manifest import Manifest
 from polyfid.models import Hipnn, HipnnConfig, PolyfidModel, build_model
 from polyfid.models.package import save_package
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from polyfid.data_shards.stream import StreamConfig, StreamPlan, make_dataloader
 from polyfid.finetune.evaluate import Predictions, predict, scan_roughness, score
-
 from tests.finetune.packages import small_package
 
 LEVEL = "mp2/cc-pvdz"

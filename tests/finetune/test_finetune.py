@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+
 from polyfid.finetune.config import load_finetune_config
 from polyfid.finetune.source import fresh_model
 from polyfid.finetune.train import energy_errors, finetune, load_target, prepare_model
-
 from polyfid.models.package import load_package
 from tests.finetune.packages import small_package
 

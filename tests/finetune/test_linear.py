@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from polyfid.data_shards.manifest import Manifest
 from polyfid.data_shards.stream import StreamConfig, StreamPlan, make_dataloader
 from polyfid.finetune.linear import _ridge_path, element_counts, fit_counts, fit_linear, structure_features
-
 from polyfid.models import Hipnn, HipnnConfig, build_model
 
 LEVEL = "mp2/cc-pvdz"

@@ -13,10 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from polyfid.pretrain.runtime import free_port
 
 from polyfid.core.tracking import Tracker, TrackingSection
 from polyfid.models.package import PYFUNC_CODE
+from polyfid.pretrain.runtime import free_port
 from tests.finetune.packages import small_package
 
 LEVEL = "mp2/cc-pvdz"

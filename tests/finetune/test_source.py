@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from polyfid.finetune.source import SourceError, fresh_model, load_source, local_package
 
 from polyfid.core.tracking import Tracker, TrackingSection
+from polyfid.finetune.source import SourceError, fresh_model, load_source, local_package
 from polyfid.models.package import PYFUNC_CODE, load_package
 from tests.finetune.packages import small_package
 

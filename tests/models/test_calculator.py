@@ -14,7 +14,7 @@ from ase.md.verlet import VelocityVerlet
 from polyfid.models import UnknownElementError, UnknownHeadError
 from polyfid.models.calculator import PolyfidCalculator, atoms_to_batch, predict
 from polyfid.models.package import load_package
-from tests.models.structures import demo_records, water_box_record
+from polyfid.models.testing.structures import demo_records, water_box_record
 from tests.models.test_package import PACKAGE_V1_0
 
 LEVEL = "gfn2-xtb"

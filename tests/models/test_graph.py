@@ -10,7 +10,7 @@ from ase.neighborlist import neighbor_list
 
 from polyfid.models import graph as graph_mod
 from polyfid.models.graph import Graph, build_graph
-from tests.models.structures import demo_records, diamond_record, make_batch, water_box_record
+from polyfid.models.testing.structures import demo_records, diamond_record, make_batch, water_box_record
 
 
 def _pairs_set(g: Graph, extra: torch.Tensor | None = None) -> set:

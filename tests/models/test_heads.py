@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from polyfid.models import EnergyHead, UnknownHeadError, build_model, hierarchicality
-from tests.models.structures import demo_records, level_stats, make_batch
+from polyfid.models.testing.structures import demo_records, level_stats, make_batch
 from tests.models.test_hipnn import Hipnn, small_config
 
 LEVELS = ["wb97x/6-31g*", "ccsd(t)*/cbs"]
@@ -83,3 +83,18 @@ def test_hierarchicality_penalty():
     pen = hierarchicality(out.per_layer_energy)
     pen.backward()
     assert 0 <= float(pen.detach()) < 2 and model.heads[LEVELS[0]].layers[1].weight.grad is not None
+
+
+def test_features_are_what_the_heads_are_linear_in():
+    """A head's network energy is its per-layer weights (times its scale) on the summed `model.features`."""
+    model = build_model(Hipnn(small_config("float64")), level_stats())
+    batch = make_batch(list(demo_records((0,))))
+    features = model.features(batch)
+    assert features.shape == (batch.n_atoms_total, sum(model.backbone.feature_sizes[1:]))
+    head = model.heads["gfn2-xtb"]
+    w = torch.cat([layer.weight[0] for layer in head.layers])
+    per_structure = torch.zeros(batch.n_structures, features.shape[1], dtype=features.dtype)
+    per_structure.index_add_(0, batch.batch, features)
+    out = model(batch, ["gfn2-xtb"], compute_forces=False)
+    e0 = out.per_layer_energy[:, 0, 0]
+    torch.testing.assert_close(out.energy[:, 0] - e0, (per_structure @ w) * head.scale, rtol=1e-10, atol=1e-9)

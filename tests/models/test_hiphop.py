@@ -18,8 +18,8 @@ from polyfid.models import (
 )
 from polyfid.models.cartesian import harmonic_components, invariants
 from polyfid.models.hiphop import norm_invariants
-from tests.models.mixins import HEADS, ModelTestMixin
-from tests.models.structures import (
+from polyfid.models.testing.mixins import HEADS, ModelTestMixin
+from polyfid.models.testing.structures import (
     ELEMENTS,
     demo_records,
     level_stats,
@@ -36,23 +36,27 @@ def _dtype(dtype: torch.dtype) -> str:
 
 
 class TestHipnnTS(ModelTestMixin):
-    def make_backbone(self, dtype: torch.dtype) -> HipnnTS:
-        return HipnnTS(HipnnTSConfig(**SMALL, l_max=2, dtype=_dtype(dtype)))
+    kind, settings = "hipnn_ts", {**SMALL, "l_max": 2}
+
+
+class TestHipnnTSPackaged(TestHipnnTS):
+    packaged = True
 
 
 class TestHipHop43(ModelTestMixin):
-    def make_backbone(self, dtype: torch.dtype) -> HipHop:
-        return HipHop(HipHopConfig(**SMALL, n_max=4, l_max=3, dtype=_dtype(dtype)))
+    kind, settings = "hiphop", {**SMALL, "n_max": 4, "l_max": 3}
+
+
+class TestHipHop43Packaged(TestHipHop43):
+    packaged = True
 
 
 class TestHipHop43GroupNorm(ModelTestMixin):
-    def make_backbone(self, dtype: torch.dtype) -> HipHop:
-        return HipHop(HipHopConfig(**SMALL, n_max=4, l_max=3, group_norm=True, dtype=_dtype(dtype)))
+    kind, settings = "hiphop", {**SMALL, "n_max": 4, "l_max": 3, "group_norm": True}
 
 
 class TestHipHop32(ModelTestMixin):
-    def make_backbone(self, dtype: torch.dtype) -> HipHop:
-        return HipHop(HipHopConfig(**SMALL, n_max=3, l_max=2, dtype=_dtype(dtype)))
+    kind, settings = "hiphop", {**SMALL, "n_max": 3, "l_max": 2}
 
 
 def test_config_validation_and_sizes():

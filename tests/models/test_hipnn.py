@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from polyfid.models import Hipnn, HipnnConfig
-from tests.models.mixins import ModelTestMixin
-from tests.models.structures import ELEMENTS
+from polyfid.models.testing.mixins import ModelTestMixin
+from polyfid.models.testing.structures import ELEMENTS
 
 
 def small_config(dtype: str = "float64", **kw) -> HipnnConfig:
@@ -15,9 +15,15 @@ def small_config(dtype: str = "float64", **kw) -> HipnnConfig:
     return HipnnConfig(**{**base, **kw, "dtype": dtype})
 
 
+SMALL = dict(n_features=16, n_sensitivities=8, n_interactions=2, n_atom_layers=2, cutoff=4.0)
+
+
 class TestHipnn(ModelTestMixin):
-    def make_backbone(self, dtype: torch.dtype) -> Hipnn:
-        return Hipnn(small_config("float64" if dtype == torch.float64 else "float32"))
+    kind, settings = "hipnn", SMALL
+
+
+class TestHipnnPackaged(TestHipnn):
+    packaged = True
 
 
 def test_config_validation():

@@ -36,7 +36,7 @@ from polyfid.models.package import (
     save_package,
 )
 from polyfid.models.registry import BACKBONES, UnknownBackboneError
-from tests.models.structures import demo_records, record
+from polyfid.models.testing.structures import demo_records, record
 
 DATA = Path(__file__).resolve().parent / "data"
 PACKAGE_V1_0 = DATA / "package_v1.0_hipnn.pt"
@@ -253,7 +253,7 @@ def test_truncated_corrupted_and_foreign_files(tmp_path, tiny_model):
     torch.save(tiny_model.state_dict(), foreign)  # a bare state_dict is not a package
     with pytest.raises(PackageError, match=r"state_dict\.pt: not a polyfid model package"):
         load_package(foreign)
-    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+    with pytest.raises(PackageError, match=r"missing\.pt"):
         load_package(tmp_path / "missing.pt")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import h5py
 import pytest
 import torch
 
@@ -21,8 +20,8 @@ from polyfid.models import (
     build_model,
     hierarchicality,
 )
-from tests.models.structures import ELEMENTS, LEVEL, LEVELS, demo_records, make_batch
-from tests.shared_data import shared_path
+from polyfid.models.testing.structures import ELEMENTS, LEVEL, LEVELS, demo_records, make_batch
+from tests.corpus import ethanol_arrays
 
 
 def _force_mae(model, batch, h):
@@ -80,10 +79,10 @@ def test_learns_xtb_forces_of_the_demo_molecules(make_backbone, n_features, n_st
 
 @BACKBONES
 def test_learns_xtb_forces_of_ethanol_mf(make_backbone, n_features, n_steps):
-    """../shared/data/generated/ethanol_mf.h5: 40 ethanol geometries to train on, 10 held out."""
-    with h5py.File(shared_path("generated/ethanol_mf.h5")) as f:
-        z, pos = f["atomic_numbers"][()], f["positions"][()]
-        energy, forces, ok = (f[f"xtb_gfn2/{k}"][()] for k in ("energy", "forces", "ok"))
+    """The project's ethanol MD set (not in the demo MD): 40 geometries to train on, 10 held out."""
+    data = ethanol_arrays(50)
+    z, pos = data["atomic_numbers"], data["positions"]
+    energy, forces, ok = (data[f"xtb_gfn2/{k}"] for k in ("energy", "forces", "ok"))
     records = [
         Record(f"ethanol_mf:{i}", "ethanol", z, pos[i], {LEVEL: LevelLabels(float(energy[i]), forces[i])})
         for i in range(len(pos))

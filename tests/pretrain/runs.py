@@ -85,6 +85,7 @@ def spawn_ranks(worker, world: int, out: Path, timeout: float = 150) -> list[dic
     import time
 
     import pytest
+
     from polyfid.pretrain.runtime import free_port
 
     ctx = torch.multiprocessing.start_processes(

@@ -62,7 +62,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
     from polyfid.models import Hipnn, HipnnConfig, build_model
-    from tests.models.structures import ELEMENTS, LEVEL, LEVELS, demo_records, level_stats, make_batch
+    from polyfid.models.testing.structures import ELEMENTS, LEVEL, LEVELS, demo_records, level_stats, make_batch
 
     deepspeed.init_distributed(dist_backend="gloo")
     records = list(demo_records(tuple(range(rank, 40, 10))))  # rank-specific frames, 8 molecules each

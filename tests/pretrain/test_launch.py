@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from polyfid.pretrain.runtime import free_port
 
+from polyfid.pretrain.runtime import free_port
 from tests.pretrain.runs import BIN, ENV, result, run, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from polyfid.models import ModelOutput
+from polyfid.models.testing.structures import LEVELS, demo_records, make_batch
 from polyfid.pretrain.config import LevelWeights
 from polyfid.pretrain.losses import HeadTargets, force_heads, head_stats, metrics_from_stats, multifidelity_loss
-from tests.models.structures import LEVELS, demo_records, make_batch
 
 
 def _setup():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from polyfid.pretrain.config import OptimSection
 from polyfid.pretrain.schedule import LRSchedule
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from polyfid.data_shards.demo import molecules
 from polyfid.data_shards.demo.labelers import LEVELS
 from polyfid.data_shards.sources import load_build_config
@@ -53,6 +54,7 @@ def _rmsd(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.timeout(120)
 def test_tiny_pipeline_end_to_end(tmp_path: Path) -> None:
     from ase.io import read
+
     from polyfid.data_shards.demo.generate import main
 
     assert main(["--out", str(tmp_path), "--scale", "tiny", "--levels", "b3lyp/def2-svp"]) == 0

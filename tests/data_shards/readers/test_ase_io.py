@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+
 from polyfid.data_shards.errors import SourceError
 from polyfid.data_shards.sources import SourceConfig
-
 from tests.data_shards.readers import (
     HARTREE,
     KCAL_MOL,

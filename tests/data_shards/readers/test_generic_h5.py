@@ -1,4 +1,5 @@
-"""generic_h5 on the generated multi-level ethanol files and QM9 (modelforge layout), plus injected defects."""
+"""generic_h5 on the project's multi-level ethanol data (flat files written from data_shards/demo_corpus) and QM9
+(modelforge layout, ../shared), plus injected defects."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from polyfid.data_shards.errors import SourceError
 from polyfid.data_shards.sources import SourceConfig
-
+from tests.corpus import write_flat_ethanol
 from tests.data_shards.readers import (
     RTOL,
     assert_chunks_ok,
@@ -23,15 +25,10 @@ from tests.data_shards.readers import (
 )
 from tests.shared_data import shared_path
 
-pytestmark = pytest.mark.shared
-
 OPTIONS = {"numbers": "atomic_numbers", "positions": "positions"}
 MF_LEVELS = {
     "gfn2-xtb": {"energy": "xtb_gfn2/energy", "forces": "xtb_gfn2/forces", "valid": "xtb_gfn2/ok"},
-    "b3lyp/def2-svp": {"energy": "b3lyp_def2svp/energy", "forces": "b3lyp_def2svp/forces", "valid": "b3lyp_def2svp/ok"},
-    "hf/cc-pvdz": {"energy": "hf_ccpvdz/energy", "valid": "hf_ccpvdz/ok"},
-    "mp2/cc-pvdz": {"energy": "mp2_ccpvdz/energy", "valid": "mp2_ccpvdz/ok"},
-    "ccsd/cc-pvdz": {"energy": "ccsd_ccpvdz/energy", "valid": "ccsd_ccpvdz/ok"},
+    "mp2/cc-pvdz": {"energy": "mp2_ccpvdz/energy", "forces": "mp2_ccpvdz/forces", "valid": "mp2_ccpvdz/ok"},
     "ccsd(t)/cc-pvdz": {"energy": "ccsd_t_ccpvdz/energy", "valid": "ccsd_t_ccpvdz/ok"},
 }
 KJ_MOL = 0.010364269  # eV
@@ -42,8 +39,14 @@ def generic(path: Path, levels: dict = MF_LEVELS, options: dict | None = None, *
     return make_source(path, "generic_h5", levels, options=OPTIONS if options is None else options, **kwargs)
 
 
-def test_ethanol_mf_every_level_on_one_record():
-    path = shared_path("generated/ethanol_mf.h5")
+@pytest.fixture
+def ethanol_mf(tmp_path: Path) -> Path:
+    """50 ethanol geometries: GFN2-xTB and MP2 E+F on all, CCSD(T) energies on the first 40 (valid flags)."""
+    return write_flat_ethanol(tmp_path / "ethanol_mf.h5")
+
+
+def test_ethanol_mf_every_level_on_one_record(ethanol_mf):
+    path = ethanol_mf
     chunks, records, errors = read_all(generic(path, chunk_size=20))
     assert not errors and len(records) == 50
     assert_chunks_ok(chunks, 50)
@@ -53,8 +56,10 @@ def test_ethanol_mf_every_level_on_one_record():
             rec = recs[f"ethanol_mf.h5:positions:{i}"]
             np.testing.assert_array_equal(rec.numbers, f["atomic_numbers"][()])
             np.testing.assert_array_equal(rec.positions, f["positions"][i])
-            assert set(rec.labels) == set(MF_LEVELS)
+            assert set(rec.labels) == set(MF_LEVELS) - ({"ccsd(t)/cc-pvdz"} if i >= 40 else set())
             for level, keys in MF_LEVELS.items():
+                if level not in rec.labels:
+                    continue
                 assert rec.labels[level].energy == pytest.approx(f[keys["energy"]][i], rel=RTOL)
                 if "forces" in keys:
                     np.testing.assert_allclose(rec.labels[level].forces, f[keys["forces"]][i], rtol=1e-12)
@@ -62,53 +67,54 @@ def test_ethanol_mf_every_level_on_one_record():
                     assert rec.labels[level].forces is None
 
 
-def test_ethanol_ccsdt_xtb_sparse_high_levels():
-    path = shared_path("generated/ethanol_ccsdt_xtb.h5")
+def test_sparse_high_levels_nan_means_absent(tmp_path):
+    path = write_flat_ethanol(tmp_path / "ethanol_400.h5", n=400)
     levels = {
-        "ccsd(t)/cc-pvtz": {"energy": "ccsd_t_ccpvtz/energy", "forces": "ccsd_t_ccpvtz/forces"},
+        "mp2/cc-pvdz": {"energy": "mp2_ccpvdz/energy", "forces": "mp2_ccpvdz/forces"},
         "gfn2-xtb": {"energy": "xtb_gfn2/energy", "forces": "xtb_gfn2/forces"},
-        "b3lyp/def2-svp": {"energy": "b3lyp_def2svp/energy", "forces": "b3lyp_def2svp/forces"},
         "ccsd(t)/cc-pvdz": {"energy": "ccsd_t_ccpvdz/energy"},
     }
-    chunks, records, errors = read_all(generic(path, levels, chunk_size=300))
-    assert not errors and len(records) == 1000
+    chunks, records, errors = read_all(generic(path, levels, chunk_size=120))
+    assert not errors and len(records) == 400
     assert len(chunks) == 4
-    assert_chunks_ok(chunks, 1000)
-    # NaN elsewhere = label absent: B3LYP and CCSD(T)/cc-pVDZ on the first 3 geometries only
-    assert [index_of(r) for r in records if "b3lyp/def2-svp" in r.labels] == [0, 1, 2]
-    assert sum("ccsd(t)/cc-pvdz" in r.labels for r in records) == 3
+    assert_chunks_ok(chunks, 400)
+    # NaN elsewhere = label absent: MP2 on the first 300 geometries, CCSD(T) on the first 40
+    assert [index_of(r) for r in records if "mp2/cc-pvdz" in r.labels] == list(range(300))
+    assert sum("ccsd(t)/cc-pvdz" in r.labels for r in records) == 40
     with h5py.File(path, "r") as f:
-        for i in (2, 650, 999):
+        for i in (2, 250, 299):
             rec = records[i]
-            cc = rec.labels["ccsd(t)/cc-pvtz"]
-            assert cc.energy == pytest.approx(f["ccsd_t_ccpvtz/energy"][i], rel=RTOL)
-            np.testing.assert_allclose(cc.forces, f["ccsd_t_ccpvtz/forces"][i], rtol=1e-12)
+            mp2 = rec.labels["mp2/cc-pvdz"]
+            assert mp2.energy == pytest.approx(f["mp2_ccpvdz/energy"][i], rel=RTOL)
+            np.testing.assert_allclose(mp2.forces, f["mp2_ccpvdz/forces"][i], rtol=1e-12)
             np.testing.assert_allclose(rec.labels["gfn2-xtb"].forces, f["xtb_gfn2/forces"][i], rtol=1e-12)
 
 
-def test_valid_flags_mark_labels_missing(tmp_path):
-    real = shared_path("generated/ethanol_mf.h5")
+def test_valid_flags_mark_labels_missing(tmp_path, ethanol_mf):
     path = tmp_path / "flags.h5"
-    with h5py.File(real, "r") as f, h5py.File(path, "w") as out:
-        for k in ("atomic_numbers", "positions", "xtb_gfn2/energy", "xtb_gfn2/forces", "hf_ccpvdz/energy"):
+    with h5py.File(ethanol_mf, "r") as f, h5py.File(path, "w") as out:
+        for k in ("atomic_numbers", "positions", "xtb_gfn2/energy", "xtb_gfn2/forces", "mp2_ccpvdz/energy"):
             out[k] = f[k][()]
         ok = np.ones(50, dtype=bool)
         ok[[3, 7]] = False
         out["xtb_gfn2/ok"] = ok
-        out["hf_ccpvdz/ok"] = np.where(np.arange(50) == 7, 0, 1).astype(np.int8)  # int flags work too
-    levels = {k: MF_LEVELS[k] for k in ("gfn2-xtb", "hf/cc-pvdz")}
+        out["mp2_ccpvdz/ok"] = np.where(np.arange(50) == 7, 0, 1).astype(np.int8)  # int flags work too
+    levels = {
+        "gfn2-xtb": MF_LEVELS["gfn2-xtb"],
+        "mp2/cc-pvdz": {"energy": "mp2_ccpvdz/energy", "valid": "mp2_ccpvdz/ok"},
+    }
     _, records, errors = read_all(generic(path, levels))
     assert [(e.index, e.reason) for e in errors] == [(7, "no_labels")]
     assert_names(errors[0], path, "positions", 7)
     recs = {index_of(r): r for r in records}
-    assert set(recs[3].labels) == {"hf/cc-pvdz"}
-    assert set(recs[4].labels) == {"gfn2-xtb", "hf/cc-pvdz"}
+    assert set(recs[3].labels) == {"mp2/cc-pvdz"}
+    assert set(recs[4].labels) == {"gfn2-xtb", "mp2/cc-pvdz"}
 
 
-def test_groups_padding_charge_cell(tmp_path):
+def test_groups_padding_charge_cell(tmp_path, ethanol_mf):
     """Per-structure numbers with Z=0 padding, groups glob, per-structure charge, constant multiplicity,
     a shared periodic cell."""
-    real = shared_path("generated/ethanol_mf.h5")
+    real = ethanol_mf
     path = tmp_path / "padded.h5"
     with h5py.File(real, "r") as f:
         z, pos, forces, energy = (f[k][()] for k in ("atomic_numbers", "positions", "xtb_gfn2/forces",
@@ -164,9 +170,9 @@ def test_qm9_modelforge_layout_units():
 
 
 @pytest.fixture
-def defects(tmp_path):
+def defects(tmp_path, ethanol_mf):
     """ethanol_mf with one defect per structure index: see the dict in the test."""
-    real = shared_path("generated/ethanol_mf.h5")
+    real = ethanol_mf
     path = tmp_path / "defects.h5"
     with h5py.File(real, "r") as f:
         z, pos, e, fr = (f[k][()] for k in ("atomic_numbers", "positions", "xtb_gfn2/energy", "xtb_gfn2/forces"))
@@ -214,9 +220,9 @@ def test_defects_are_record_errors(defects):
     assert all(e.reason == "bad_shape" and "e_short" in str(e) for e in errors)
 
 
-def test_shared_numbers_with_zero_are_not_padding(tmp_path):
+def test_shared_numbers_with_zero_are_not_padding(tmp_path, ethanol_mf):
     path = tmp_path / "z0.h5"
-    real = shared_path("generated/ethanol_mf.h5")
+    real = ethanol_mf
     with h5py.File(real, "r") as f, h5py.File(path, "w") as out:
         z = f["atomic_numbers"][()]
         z[0] = 0
@@ -226,8 +232,8 @@ def test_shared_numbers_with_zero_are_not_padding(tmp_path):
     assert_names(errors[1], path, "positions", 1)
 
 
-def test_plan_time_source_errors(tmp_path):
-    path = shared_path("generated/ethanol_mf.h5")
+def test_plan_time_source_errors(tmp_path, ethanol_mf):
+    path = ethanol_mf
     with pytest.raises(SourceError) as exc:
         plan(generic(path, {**MF_LEVELS, "ccsd(t)/cc-pvtz": {"energy": "ccsd_t_ccpvtz/energy"}}))
     assert_names(exc.value, path, "ccsd_t_ccpvtz/energy")

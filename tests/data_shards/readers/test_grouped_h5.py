@@ -7,11 +7,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from polyfid.data_shards.errors import SourceError
 from polyfid.data_shards.readers import READERS, get_reader
 from polyfid.data_shards.readers.common import pack_groups, smiles_formal_charge
 from polyfid.data_shards.sources import SourceConfig
-
 from tests.data_shards.readers import (
     BOHR,
     HARTREE,

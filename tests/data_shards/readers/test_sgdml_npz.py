@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from polyfid.data_shards.errors import SourceError
 from polyfid.data_shards.sources import SourceConfig
-
 from tests.data_shards.readers import (
     KCAL_MOL,
     RTOL,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from polyfid.data_shards.readers import get_reader
 from polyfid.data_shards.record import Record
 from polyfid.data_shards.sources import SourceConfig, load_build_config
-
 from tests.shared_data import SHARED_DATA, shared_path
 
 pytestmark = pytest.mark.shared

@@ -1,22 +1,25 @@
-"""Shard folders built from real QM data: two folders, three datasets with different level sets and sizes."""
+"""Shard folders built from the project's own QM corpus (data_shards/demo_corpus): two folders, three datasets with
+different level sets and sizes. No ../shared needed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import ase.io
 import h5py
 import numpy as np
 import pytest
-from ase.units import Hartree
+
 from polyfid.data_shards.manifest import DatasetInfo, LevelStats, Manifest, ShardEntry
-from polyfid.data_shards.record import LevelLabels, Record, normalize_level
+from polyfid.data_shards.record import LevelLabels, Record
 from polyfid.data_shards.shard_writer import write_shard
 
-from tests.shared_data import shared_path
-
+CORPUS = Path(__file__).resolve().parents[3] / "data_shards" / "demo_corpus"
+# level name -> its group in the corpus HDF5 files
+H5_LEVELS = {"gfn2-xtb": "gfn2_xtb", "mp2/cc-pvdz": "mp2_ccpvdz", "ccsd(t)/cc-pvdz": "ccsdt_ccpvdz"}
 # dataset -> (folder, every k-th record is val, records per train shard, records per val shard)
-LAYOUT = {"ethanol_ccsdt": ("a", 5, 100, 100), "ethanol_mf": ("a", 5, 10, 5), "ani1": ("b", 4, 2, 2)}
+LAYOUT = {"ethanol_ccsdt": ("a", 5, 40, 100), "ethanol_mf": ("a", 5, 8, 5), "molecules": ("b", 4, 2, 2)}
 
 
 def _split(dataset: str, index: int) -> str:
@@ -32,44 +35,41 @@ class Shards:
     dataset_names: list[str]
 
 
-def _labels(group: h5py.Group, i: int, scale: float = 1.0, energy_key: str = "energy") -> LevelLabels | None:
-    energy = float(group[energy_key][i])
+def _labels(group: h5py.Group, i: int) -> LevelLabels | None:
+    energy = float(group["energy"][i])
     if ("ok" in group and not group["ok"][i]) or not np.isfinite(energy):
         return None
     forces = group["forces"][i] if "forces" in group else None
     if forces is not None and not np.isfinite(forces).all():
         forces = None
-    return LevelLabels(energy * scale, None if forces is None else (forces * scale).astype(np.float32))
+    return LevelLabels(energy, None if forces is None else forces.astype(np.float32))
 
 
 def _ethanol(path: Path, dataset: str) -> list[Record]:
+    """Ethanol geometries with GFN2-xTB E+F, MP2 E+F on most and CCSD(T) E on a few (or a torsion scan)."""
     with h5py.File(path) as f:
-        numbers, positions = f["atomic_numbers"][()], f["positions"][()]
-        levels = [k for k in f if isinstance(f[k], h5py.Group)]
+        g = f["CH3CH2OH"]
+        numbers, positions = g["atomic_numbers"][()], g["positions"][()]
         out = []
         for i in range(positions.shape[0]):
-            labels = {normalize_level(lv): lab for lv in levels if (lab := _labels(f[lv], i)) is not None}
+            labels = {lv: lab for lv, key in H5_LEVELS.items() if key in g and (lab := _labels(g[key], i)) is not None}
             out.append(Record(f"{dataset}/{i}", dataset, numbers.astype(np.uint8), positions[i], labels))
     return out
 
 
-def _ani1(path: Path) -> list[Record]:
+def _molecules(path: Path) -> list[Record]:
+    """The first geometry of each of the 8 small molecules of the DFT subset: B3LYP E+F on all, GFN2-xTB energies
+    on every other one (its forces left out), so label sets vary within the dataset."""
+    firsts: dict[str, ase.Atoms] = {}
+    for atoms in ase.io.read(path, index=":"):
+        firsts.setdefault(atoms.get_chemical_formula(), atoms)
     out = []
-    with h5py.File(path) as f:
-        for formula in sorted(f):
-            g = f[formula]
-            for i in range(g["coordinates"].shape[0]):
-                labels = {}
-                dft = _labels(g, i, Hartree, "wb97x_dz.energy")
-                if dft is not None:  # forces: hartree/angstrom
-                    labels["wb97x_dz"] = LevelLabels(dft.energy, (g["wb97x_dz.forces"][i] * Hartree).astype(np.float32))
-                cc = float(g["ccsd(t)_cbs.energy"][i])
-                if np.isfinite(cc):
-                    labels["ccsd(t)_cbs"] = LevelLabels(cc * Hartree)
-                numbers = g["atomic_numbers"][()].astype(np.uint8)
-                out.append(
-                    Record(f"ani1/{formula}/{i}", "ani1", numbers, g["coordinates"][i].astype(np.float64), labels)
-                )
+    for k, (formula, atoms) in enumerate(firsts.items()):
+        labels = {"b3lyp/def2-svp": LevelLabels(float(atoms.info["b3lyp_def2svp_energy"]),
+                                                atoms.arrays["b3lyp_def2svp_forces"].astype(np.float32))}  # fmt: skip
+        if k % 2 == 0:
+            labels["gfn2-xtb"] = LevelLabels(float(atoms.info["gfn2_xtb_energy"]))
+        out.append(Record(f"molecules/{formula}", "molecules", atoms.numbers.astype(np.uint8), atoms.positions, labels))
     return out
 
 
@@ -96,9 +96,9 @@ def _write_folder(root: Path, datasets: dict[str, list[Record]]) -> None:
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Shards:
     data = {
-        "ethanol_ccsdt": _ethanol(shared_path("generated/ethanol_ccsdt_xtb.h5"), "ethanol_ccsdt"),
-        "ethanol_mf": _ethanol(shared_path("generated/ethanol_mf.h5"), "ethanol_mf"),
-        "ani1": _ani1(shared_path("public/ani1_n5.hdf5")),
+        "ethanol_ccsdt": _ethanol(CORPUS / "target_ethanol.h5", "ethanol_ccsdt"),
+        "ethanol_mf": _ethanol(CORPUS / "scan_ethanol.h5", "ethanol_mf"),
+        "molecules": _molecules(CORPUS / "dft_subset.extxyz"),
     }
     root = tmp_path_factory.mktemp("shards")
     folders = {}

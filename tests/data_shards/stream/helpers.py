@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+
 from polyfid.data_shards.record import Record
 from polyfid.data_shards.stream.batch import Batch
 

@@ -5,16 +5,14 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
 from polyfid.data_shards.stream.batch import collate
-
 from tests.data_shards.stream.helpers import check_batch
-
-pytestmark = pytest.mark.shared
 
 
 @pytest.fixture
 def mixed(shards):
-    """Records of all three datasets: 9-atom ethanols and 13-19-atom ANI-1 molecules, varied label sets."""
+    """Records of all three datasets: 9-atom ethanols and 3-7-atom small molecules, varied label sets."""
     by_ds: dict[str, list] = {}
     for rec in shards.records["train"].values():
         by_ds.setdefault(rec.dataset, []).append(rec)
@@ -44,9 +42,9 @@ def test_cell_pbc_and_charge(shards, mixed):
 
 
 def test_off_axis_level_or_dataset_is_an_error(shards, mixed):
-    with pytest.raises(ValueError, match=f"{mixed[-1].id}.*xtb_gfn2"):
-        collate(mixed[-1:], [lv for lv in shards.level_names if lv != "xtb_gfn2"], shards.dataset_names)
-    with pytest.raises(ValueError, match="ani1"):
+    with pytest.raises(ValueError, match=f"{mixed[-1].id}.*b3lyp/def2-svp"):
+        collate(mixed[-1:], [lv for lv in shards.level_names if lv != "b3lyp/def2-svp"], shards.dataset_names)
+    with pytest.raises(ValueError, match="molecules"):
         collate(mixed, shards.level_names, ["ethanol_ccsdt", "ethanol_mf"])
 
 

@@ -13,10 +13,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from polyfid.data_shards.stream.config import StreamConfig
 from polyfid.data_shards.stream.torch_loader import make_dataloader
-
-pytestmark = pytest.mark.shared
 
 WORLD = 2
 
@@ -44,7 +43,7 @@ def _rank_main(rank: int, cfg: StreamConfig, port: int, out: Path) -> None:
 
 
 def test_ranks_get_equal_batch_counts(shards, tmp_path):
-    # default epoch length, and a dataset layout where per-rank sample counts are unequal (800 + 40 + 6)
+    # default epoch length, and a dataset layout where per-rank sample counts are unequal (320 + 29 + 6)
     cfg = StreamConfig(shard_dirs=shards.dirs, max_atoms=48, shuffle_buffer=20)
     ctx = mp.start_processes(
         _rank_main, args=(cfg, _free_port(), tmp_path), nprocs=WORLD, join=False, start_method="spawn"

@@ -4,14 +4,12 @@ import itertools
 from collections import Counter
 
 import pytest
+
 from polyfid.data_shards.stream.config import StreamConfig
 from polyfid.data_shards.stream.pipeline import StreamPlan, consumer_batches, worker_share
 from polyfid.data_shards.stream.sources import Consumer
 from polyfid.data_shards.stream.torch_loader import read_webdataset
-
 from tests.data_shards.stream.helpers import batch_ids, check_batch
-
-pytestmark = pytest.mark.shared
 
 
 def make_plan(shards, **kw) -> StreamPlan:
@@ -75,7 +73,7 @@ def test_resume_skips_exactly(shards, start_step):
 
 
 def test_dataset_frequencies_follow_ratios(shards):
-    ratios = {"ani1": 0.2, "ethanol_ccsdt": 0.3, "ethanol_mf": 0.5}
+    ratios = {"molecules": 0.2, "ethanol_ccsdt": 0.3, "ethanol_mf": 0.5}
     plan = make_plan(shards, batches_per_epoch=250, ratios=ratios)
     counts = Counter(b.dataset[i].item() for b in worker_batches(plan, Consumer()) for i in range(b.n_structures))
     total = sum(counts.values())
@@ -84,7 +82,7 @@ def test_dataset_frequencies_follow_ratios(shards):
 
 
 def test_zero_ratio_leaves_a_dataset_out(shards):
-    plan = make_plan(shards, batches_per_epoch=20, ratios={"ani1": 0, "ethanol_ccsdt": 1, "ethanol_mf": 1})
+    plan = make_plan(shards, batches_per_epoch=20, ratios={"molecules": 0, "ethanol_ccsdt": 1, "ethanol_mf": 1})
     assert {b.dataset[i].item() for b in worker_batches(plan, Consumer()) for i in range(b.n_structures)} == {1, 2}
 
 
@@ -97,10 +95,10 @@ def test_eval_mode_rejects_start_step_and_unknown_modes(shards):
 
 
 def test_one_ratio_dict_serves_every_selection(shards):
-    ratios = {"ani1": 1, "ethanol_ccsdt": 2, "ethanol_mf": 1}
-    plan = make_plan(shards, split="val", datasets=["ani1", "ethanol_mf"], ratios=ratios)
-    assert plan.weights == {"ani1": 0.5, "ethanol_mf": 0.5}
+    ratios = {"molecules": 1, "ethanol_ccsdt": 2, "ethanol_mf": 1}
+    plan = make_plan(shards, split="val", datasets=["molecules", "ethanol_mf"], ratios=ratios)
+    assert plan.weights == {"molecules": 0.5, "ethanol_mf": 0.5}
     with pytest.raises(ValueError, match="unknown datasets \\['qm9'\\]"):
         make_plan(shards, ratios={**ratios, "qm9": 1})
     with pytest.raises(ValueError, match="ratios name"):
-        make_plan(shards, ratios={"ani1": 1, "ethanol_mf": 1})
+        make_plan(shards, ratios={"molecules": 1, "ethanol_mf": 1})

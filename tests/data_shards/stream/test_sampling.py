@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from polyfid.data_shards.stream.sampling import dataset_weights, mix, shuffle_buffer
 
 COUNTS = {"big": 900, "mid": 90, "small": 10}

@@ -4,17 +4,16 @@ import itertools
 from collections import Counter
 
 import pytest
+
 from polyfid.data_shards.codec import decode
 from polyfid.data_shards.stream.catalog import ShardCatalog
 from polyfid.data_shards.stream.sources import Consumer, consumer_stream, shard_cycles
 from polyfid.data_shards.stream.torch_loader import read_webdataset
 
-pytestmark = pytest.mark.shared
-
 
 @pytest.fixture(scope="module")
 def catalog(shards):
-    return ShardCatalog.open(shards.dirs, "train")
+    return ShardCatalog.open(shards.dirs).select("train")
 
 
 def consumers(world: int, workers: int) -> list[Consumer]:
@@ -44,7 +43,7 @@ def test_shards_split_per_cycle_and_reshuffled(catalog):
     assert list(shard_cycles(refs, Consumer(), **{**kw, "endless": False})) == list(refs)
 
 
-@pytest.mark.parametrize("dataset", ["ethanol_ccsdt", "ethanol_mf", "ani1"])  # 8, 4, 3 shards
+@pytest.mark.parametrize("dataset", ["ethanol_ccsdt", "ethanol_mf", "molecules"])  # 8, 4, 3 shards
 @pytest.mark.parametrize("world, workers", [(1, 1), (2, 2), (3, 3)])
 def test_eval_reads_every_sample_once(shards, catalog, dataset, world, workers):
     refs = catalog.shards[dataset]
@@ -58,9 +57,9 @@ def test_eval_reads_every_sample_once(shards, catalog, dataset, world, workers):
 
 
 def test_endless_stream_feeds_every_consumer_of_a_tiny_dataset(catalog):
-    refs = catalog.shards["ani1"]  # 3 shards, 6 samples < 8 consumers
+    refs = catalog.shards["molecules"]  # 3 shards, 6 samples < 8 consumers
     streams = [
-        consumer_stream(refs, read_webdataset, c, seed=0, epoch=0, dataset="ani1", endless=True)
+        consumer_stream(refs, read_webdataset, c, seed=0, epoch=0, dataset="molecules", endless=True)
         for c in consumers(4, 2)
     ]
     taken = [[decode(raw).id for raw in itertools.islice(s, 9)] for s in streams]

@@ -3,14 +3,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from polyfid.data_shards.stream.config import StreamConfig
 from polyfid.data_shards.stream.pipeline import StreamPlan
 from polyfid.data_shards.stream.torch_loader import make_dataloader
-
 from tests.data_shards.stream.helpers import batch_ids, check_batch
 
 # 3 workers on this 2-core machine is deliberate (odd worker counts exercise the round-robin dealing)
-pytestmark = [pytest.mark.shared, pytest.mark.filterwarnings("ignore:This DataLoader will create")]
+pytestmark = [pytest.mark.filterwarnings("ignore:This DataLoader will create")]
 
 
 def config(shards, **kw) -> StreamConfig:
@@ -55,7 +55,6 @@ def test_unreadable_shard_names_the_file(tmp_path, damage, reader):
     from polyfid.data_shards.stream.catalog import ShardRef
     from polyfid.data_shards.stream.ray_loader import read_ray
     from polyfid.data_shards.stream.torch_loader import read_webdataset
-
     from tests.data_shards.test_shard_writer import _records
 
     path = tmp_path / "s.tar"

@@ -1,17 +1,24 @@
-"""Reusable model tests (NequIP habits). Subclass `ModelTestMixin` and provide `make_backbone(dtype)`
-(or override `make_model(dtype)`); the backbone must know elements H, C, N, O and follow `polyfid.models.Backbone`.
+"""Reusable model tests (NequIP's habit). Subclass `ModelTestMixin` with a registered backbone `kind` and its
+`settings` (elements H, C, N, O are added); set `packaged = True` to run every test on the model after a package
+save/load round trip. Any backbone following `polyfid.models.Backbone` can override `make_backbone(dtype)`.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 import torch
 
 from polyfid.models import PolyfidModel, UnknownElementError, UnknownHeadError, build_model
-from tests.models.structures import (
+from polyfid.models.package import load_package, save_package
+from polyfid.models.registry import build_backbone
+from polyfid.models.testing.structures import (
+    ELEMENTS,
     demo_records,
     diamond_record,
     level_stats,
@@ -31,15 +38,28 @@ def random_rotation(seed: int) -> torch.Tensor:
     return q if torch.det(q) > 0 else -q
 
 
+def round_trip(model: PolyfidModel) -> PolyfidModel:
+    """The model as a user gets it back from a package file (saved, then loaded; same weights and heads)."""
+    with tempfile.TemporaryDirectory(prefix="polyfid-mixin-") as folder:
+        path = save_package(Path(folder) / "model.pt", model, provenance={"test": "ModelTestMixin"})
+        return load_package(path).model
+
+
 class ModelTestMixin:
     """Invariance, equivariance, force/stress consistency, batching, smoothness and error tests for any backbone."""
 
+    kind: ClassVar[str]  # the backbone registry kind
+    settings: ClassVar[dict[str, Any]] = {}
+    packaged: ClassVar[bool] = False  # run on the model reloaded from a saved package
+
     def make_backbone(self, dtype: torch.dtype) -> torch.nn.Module:
-        raise NotImplementedError
+        config = {"elements": ELEMENTS, **self.settings, "dtype": str(dtype).removeprefix("torch.")}
+        return build_backbone(self.kind, config)
 
     def make_model(self, dtype: torch.dtype) -> PolyfidModel:
         torch.manual_seed(0)
-        return build_model(self.make_backbone(dtype), level_stats())
+        model = build_model(self.make_backbone(dtype), level_stats())
+        return round_trip(model) if self.packaged else model
 
     # -- helpers --------------------------------------------------------------------------------------------------
     def _model(self, dtype: torch.dtype = torch.float64, train: bool = False) -> PolyfidModel:

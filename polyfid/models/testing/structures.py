@@ -1,10 +1,11 @@
-"""Real structures for model tests: demo-corpus GFN2-xTB MD frames (no ../shared needed) and small periodic cells."""
+"""Real structures for model tests: the demo corpus' GFN2-xTB MD frames (shipped with polyfid) and small periodic
+cells."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 
 import h5py
 import numpy as np
@@ -14,7 +15,7 @@ from polyfid.data_shards.record import LevelLabels, Record
 from polyfid.data_shards.reference_energies import accumulate
 from polyfid.data_shards.stream.batch import Batch, collate
 
-MD_XTB = Path(__file__).resolve().parents[2] / "data_shards" / "demo_corpus" / "md_xtb.h5"
+MD_XTB = resources.files("polyfid.data_shards") / "demo_corpus" / "md_xtb.h5"
 LEVEL = "gfn2-xtb"
 LEVELS = ["b3lyp/def2-svp", "gfn2-xtb"]  # sorted, as a manifest's level axis
 ELEMENTS = [1, 6, 7, 8]
