@@ -34,7 +34,9 @@ class HipnnConfig(BaseModel):
 
     @field_validator("elements")
     @classmethod
-    def _elements(cls, v: list[int]) -> list[int]:
+    def _elements(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:  # a pretraining config's settings: the shards' elements are filled in later
+            return v
         if not v or any(z < 1 for z in v):
             raise ValueError(f"elements must be positive atomic numbers, got {v}")
         return sorted(set(v))
