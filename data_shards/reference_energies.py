@@ -47,26 +47,19 @@ class E0Fit:
         return out
 
 
-def fit_e0(gram: np.ndarray, moment: np.ndarray, rtol: float = 1e-10) -> E0Fit:
-    """E0 from the normal equations (`gram` = sum c c^T, `moment` = sum c E over structures with element counts c):
-    the minimum-norm least-squares solution on the directions the data determines (eigenvalues of `gram` above
-    `rtol` x the largest)."""
-    gram, moment = np.asarray(gram, dtype=np.float64), np.asarray(moment, dtype=np.float64)
-    k = gram.shape[0]
-    if k == 0 or not np.any(gram):
+def fit_e0(design: np.ndarray, target: np.ndarray) -> E0Fit:
+    """E0 as the minimum-norm least-squares solution of `design @ E0 ~ target`, where `design` holds per-structure
+    element counts C and `target` the energies E, or, when only sums are kept (the streamed shard build), the
+    normal equations C^T C and C^T E: both systems have the same minimum-norm solution and the same undetermined
+    directions (the null space of C)."""
+    design, target = np.asarray(design, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    k = design.shape[1]
+    if design.size == 0 or not np.any(design):
         return E0Fit(np.zeros(k), 0, np.zeros(k, dtype=bool), np.eye(k))
-    w, v = np.linalg.eigh(gram)
-    keep = w > rtol * w.max()
-    e0 = v[:, keep] @ ((v[:, keep].T @ moment) / w[keep])
-    null = v[:, ~keep].T
-    determined = np.linalg.norm(null, axis=0) < 1e-8 if null.size else np.ones(k, dtype=bool)
-    return E0Fit(e0, int(keep.sum()), determined, null)
-
-
-def normal_equations(counts: np.ndarray, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(C^T C, C^T E) of per-structure element counts C (S, n_elements) and energies E (S,)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return counts.T @ counts, counts.T @ np.asarray(energy, dtype=np.float64)
+    e0, _, rank, _ = np.linalg.lstsq(design, target, rcond=None)
+    null = np.linalg.svd(design)[2][rank:]  # right singular vectors beyond the rank
+    determined = np.linalg.norm(null, axis=0) < 1e-8 if len(null) else np.ones(k, dtype=bool)
+    return E0Fit(e0, int(rank), determined, null)
 
 
 @dataclass
@@ -139,7 +132,7 @@ class LevelAccumulator:
     def fit(self, datasets: list[str]) -> LevelStats:
         """Least-squares E0 (minimum-norm where element counts are collinear) and residual statistics."""
         if self.n_energy:
-            fit = fit_e0(self.ctc, self.cty)
+            fit = fit_e0(self.ctc, self.cty)  # the normal equations
             e0, rank = fit.e0, fit.rank
             mean = (self.y_n - e0 @ self.c_n) / self.n_energy
             m2 = (self.y2_n2 - 2 * e0 @ self.cy_n2 + e0 @ self.cct_n2 @ e0) / self.n_energy

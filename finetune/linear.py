@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from polyfid.core.errors import ConfigError
-from polyfid.data_shards.reference_energies import fit_e0, normal_equations
+from polyfid.data_shards.reference_energies import fit_e0
 from polyfid.data_shards.stream import Batch
 from polyfid.models import PolyfidModel
 from polyfid.models.heads import EnergyHead
@@ -58,7 +58,7 @@ class LinearBaseline:
 
 def fit_counts(counts: np.ndarray, energy: np.ndarray, elements: Sequence[int]) -> LinearBaseline:
     """Per-element energies by least squares (minimum norm where element counts are collinear)."""
-    e0 = fit_e0(*normal_equations(counts, energy)).e0
+    e0 = fit_e0(counts, energy).e0
     zeros = np.zeros(0)
     return LinearBaseline(list(elements), e0, zeros, zeros, zeros, None, None)
 
@@ -94,7 +94,7 @@ def fit_linear(
     for f in range(k):
         train, test = fold_of != f, fold_of == f
         # E0 refitted inside the fold too, so the CV error is that of the whole procedure
-        e0 = fit_e0(*normal_equations(counts[train], energy[train])).e0
+        e0 = fit_e0(counts[train], energy[train]).e0
         r_train = energy[train] - counts[train] @ e0
         r_test = energy[test] - counts[test] @ e0
         for a, w in enumerate(_ridge_path(x[train], r_train, alphas)):

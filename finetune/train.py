@@ -16,7 +16,7 @@ import torch
 
 from polyfid.core.errors import ConfigError
 from polyfid.data_shards.record import Record
-from polyfid.data_shards.reference_energies import E0Fit, fit_e0, normal_equations
+from polyfid.data_shards.reference_energies import E0Fit, fit_e0
 from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan
 from polyfid.data_shards.stream.packing import pack
 from polyfid.data_shards.stream.pipeline import record_streams
@@ -114,7 +114,7 @@ def refit_e0(model: PolyfidModel, level: str, batch: Batch, level_index: int) ->
         head.e0.zero_()
         net = model(batch, [level], compute_forces=False).energy[:, 0].double().numpy()
     counts = element_counts(batch, model.backbone.elements)
-    fit = fit_e0(*normal_equations(counts, batch.energy[:, level_index].numpy() - net))
+    fit = fit_e0(counts, batch.energy[:, level_index].numpy() - net)
     head.e0.copy_(torch.from_numpy(fit.e0))
     return fit
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -46,19 +47,14 @@ def test_outside_the_repo_only_polyfid_imports(tmp_path):
 def test_built_wheel_installs_the_namespace_only(tmp_path):
     """The wheel holds polyfid/ with the layer folders inside (the symlinks resolved) and the demo corpus; installed
     alone it runs the calculator and the CLI."""
-    build = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "-q",
-        "-w",
-        str(tmp_path),
-        str(ROOT),
-    ]
-    subprocess.run(build, check=True, capture_output=True, timeout=300)
+    source = tmp_path / "source"  # a clean copy: no build/ leftovers of earlier builds in the checkout
+    shutil.copytree(ROOT / "polyfid", source / "polyfid", symlinks=True)
+    for name in LAYERS:
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    subprocess.run([*build, str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("polyfid-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.startswith("polyfid-")}

@@ -47,32 +47,34 @@ def test_forces_only_level_and_collinear_counts():
 
 
 def test_fit_e0_full_rank_is_the_least_squares_solution_on_real_molecules():
-    from polyfid.data_shards.reference_energies import fit_e0, normal_equations
+    from polyfid.data_shards.reference_energies import fit_e0
     from polyfid.models.testing.structures import ELEMENTS, LEVEL, demo_records
 
     recs = demo_records((0, 50, 100))
     counts = np.array([[np.sum(r.numbers == z) for z in ELEMENTS] for r in recs], dtype=float)
     energy = np.array([r.labels[LEVEL].energy for r in recs])
-    fit = fit_e0(*normal_equations(counts, energy))
+    fit = fit_e0(counts, energy)
     assert fit.rank == 4 and fit.determined.all() and fit.null_space.shape == (0, 4)
     assert fit.undetermined(ELEMENTS) == []
     np.testing.assert_allclose(fit.e0, np.linalg.lstsq(counts, energy, rcond=None)[0], rtol=1e-10)
+    gram, moment = counts.T @ counts, counts.T @ energy  # what the streamed build keeps: the same solution
+    np.testing.assert_allclose(fit_e0(gram, moment).e0, fit.e0, rtol=1e-9)
 
 
 def test_fit_e0_on_one_composition_says_what_it_cannot_determine():
     """Ethanol alone fixes only 2 E0_C + 6 E0_H + E0_O: E0 is the minimum-norm solution, the fit reports the two
     undetermined directions and that no single element is determined."""
-    from polyfid.data_shards.reference_energies import fit_e0, normal_equations
+    from polyfid.data_shards.reference_energies import fit_e0
 
     counts = np.tile([6.0, 2.0, 1.0], (20, 1))  # H, C, O
     energy = -4200.0 + np.linspace(-0.1, 0.1, 20)
-    fit = fit_e0(*normal_equations(counts, energy))
+    fit = fit_e0(counts, energy)
     assert fit.rank == 1 and not fit.determined.any() and fit.null_space.shape == (2, 3)
     assert counts[0] @ fit.e0 == pytest.approx(energy.mean())
     np.testing.assert_allclose(fit.e0, np.linalg.lstsq(counts, energy, rcond=None)[0], rtol=1e-9)
     assert len(fit.undetermined([1, 6, 8])) == 2 and all("H" in d or "C" in d for d in fit.undetermined([1, 6, 8]))
     np.testing.assert_allclose(fit.null_space @ counts[0], 0.0, atol=1e-9)  # the data never sees these directions
-    partial = fit_e0(*normal_equations(np.array([[2.0, 0, 0], [2.0, 0, 1], [0, 1, 0], [0, 2, 0]]), np.ones(4)))
+    partial = fit_e0(np.array([[2.0, 0, 0], [2.0, 0, 1], [0, 1, 0], [0, 2, 0]]), np.ones(4))
     assert partial.rank == 3 and partial.determined.tolist() == [True, True, True]
-    one_missing = fit_e0(*normal_equations(np.array([[2.0, 0, 0], [2.0, 0, 0], [0, 1, 0]]), np.ones(3)))
+    one_missing = fit_e0(np.array([[2.0, 0, 0], [2.0, 0, 0], [0, 1, 0]]), np.ones(3))
     assert one_missing.determined.tolist() == [True, True, False] and one_missing.e0[2] == 0.0
