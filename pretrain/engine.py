@@ -1,4 +1,9 @@
-"""The model a config describes, the objective DeepSpeed wraps, and the DeepSpeed engine around them."""
+"""The model a config describes, the objective DeepSpeed wraps, the DeepSpeed engine around them, and its fp32
+master weights (read for export and Reptile, written by Reptile's outer update).
+
+Under ZeRO 1/2 (and bf16) the optimiser owns fp32 master partitions; the module's parameters are copies that the
+next `engine.step()` overwrites from them, so a write must go to the masters (`safe_set_full_fp32_param`) and to the
+module's parameters; without ZeRO/bf16 the parameters are the masters."""
 
 from __future__ import annotations
 
@@ -76,3 +81,29 @@ def initialize_engine(objective: TrainingObjective, cfg: PretrainConfig, device:
         dist_init_required=False,
     )
     return engine
+
+
+def master_weights(module: nn.Module) -> list[torch.Tensor]:
+    """Full fp32 copies of the trainable parameters' master weights (a collective under ZeRO: call on all ranks)."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    out = []
+    for p in module.parameters():
+        if not p.requires_grad:
+            continue
+        full = safe_get_full_fp32_param(p)
+        out.append((p.detach() if full is None else full).float().clone())
+    return out
+
+
+def set_master_weights(module: nn.Module, values: list[torch.Tensor]) -> None:
+    """Write full fp32 values into the masters (where DeepSpeed keeps them) and into the module's parameters."""
+    from deepspeed.utils import safe_set_full_fp32_param
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    if len(params) != len(values):
+        raise ValueError(f"{len(values)} values for {len(params)} trainable parameters")
+    with torch.no_grad():
+        for p, v in zip(params, values, strict=True):
+            safe_set_full_fp32_param(p, v.to(p.device))
+            p.copy_(v.to(p.dtype))

@@ -28,12 +28,11 @@ from polyfid.data_shards.stream.catalog import ShardCatalog
 from polyfid.models.package import PACKAGE_NAME, PYFUNC_CODE, git_commit, save_package
 from polyfid.pretrain.config import PretrainConfig
 from polyfid.pretrain.data import TaskStream, epoch_batches, stream_config
-from polyfid.pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine
+from polyfid.pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine, master_weights
 from polyfid.pretrain.losses import STAT_FIELDS, HeadTargets, metrics_from_stats
 from polyfid.pretrain.runtime import RunContext
 from polyfid.pretrain.schedule import LRSchedule
 from polyfid.pretrain.strategies import build_strategy
-from polyfid.pretrain.strategies.reptile import master_weights
 
 STOP_FILE = "STOP"  # created in the run directory (e.g. by the driver on SIGTERM): save and exit at the next step
 CHECKPOINT_TAG = "state"

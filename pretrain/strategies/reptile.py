@@ -1,9 +1,8 @@
 """`reptile`: tasks are datasets or levels; k inner steps on one task, then theta += eps (theta_task - theta).
 
-Under ZeRO 1/2 (and bf16) the optimiser owns fp32 master partitions; the module's parameters are copies that the
-next `engine.step()` overwrites from them. So the outer update theta += eps (theta_task - theta) is applied to the
-masters (`safe_set_full_fp32_param`) AND to the module's parameters; without ZeRO/bf16 the parameters are the
-masters. Every rank runs the same task (drawn from the shared seed), so the update is identical everywhere.
+The outer update is written into DeepSpeed's fp32 masters and the module's parameters (`engine.set_master_weights`:
+under ZeRO 1/2 a write to the parameters alone is lost at the next step). Every rank runs the same task (drawn from
+the shared seed), so the update is identical everywhere.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from torch import nn
 from polyfid.data_shards.stream.sampling import dataset_weights
 from polyfid.data_shards.stream.seeding import derive_rng
 from polyfid.pretrain.config import LevelWeights, ReptileSection
+from polyfid.pretrain.engine import master_weights, set_master_weights
 from polyfid.pretrain.strategies import Strategy
 
 if TYPE_CHECKING:
@@ -111,32 +111,6 @@ def eps_at(section: ReptileSection, outer_step: int, n_outer: int) -> float:
         return section.eps_start
     frac = min(max(outer_step / (n_outer - 1), 0.0), 1.0)
     return section.eps_start + frac * (section.eps_end - section.eps_start)
-
-
-def master_weights(module: nn.Module) -> list[torch.Tensor]:
-    """Full fp32 copies of the trainable parameters' master weights (a collective under ZeRO: call on all ranks)."""
-    from deepspeed.utils import safe_get_full_fp32_param
-
-    out = []
-    for p in module.parameters():
-        if not p.requires_grad:
-            continue
-        full = safe_get_full_fp32_param(p)
-        out.append((p.detach() if full is None else full).float().clone())
-    return out
-
-
-def set_master_weights(module: nn.Module, values: list[torch.Tensor]) -> None:
-    """Write full fp32 values into the masters (where DeepSpeed keeps them) and into the module's parameters."""
-    from deepspeed.utils import safe_set_full_fp32_param
-
-    params = [p for p in module.parameters() if p.requires_grad]
-    if len(params) != len(values):
-        raise ValueError(f"{len(values)} values for {len(params)} trainable parameters")
-    with torch.no_grad():
-        for p, v in zip(params, values, strict=True):
-            safe_set_full_fp32_param(p, v.to(p.device))
-            p.copy_(v.to(p.dtype))
 
 
 def outer_update(module: nn.Module, anchor: list[torch.Tensor], eps: float) -> None:

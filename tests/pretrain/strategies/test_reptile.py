@@ -54,8 +54,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
+    from polyfid.pretrain.engine import master_weights, set_master_weights
     from polyfid.pretrain.runtime import prepare_deepspeed
-    from polyfid.pretrain.strategies.reptile import master_weights, set_master_weights
 
     prepare_deepspeed(use_gpu=False)
     import deepspeed
