@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from polyfid.core.errors import ConfigError
+from polyfid.data_shards.record import normalize_level
 from polyfid.data_shards.stream.sampling import dataset_weights
 from polyfid.data_shards.stream.seeding import derive_rng
 from polyfid.pretrain.config import LevelWeights, ReptileSection
@@ -35,7 +37,10 @@ class Reptile(Strategy):
         super().__init__(cfg, catalog)
         self.rep = cfg.strategy.reptile
         sizes = {t: sum(catalog.samples.get((d, "train"), 0) for d in ds) for t, ds in self.tasks.items()}
-        self.task_probs = task_weights(sizes, self.rep.task_ratios)
+        ratios = self.rep.task_ratios
+        if ratios is not None and self.rep.task_kind == "level":  # level tasks are named like any level
+            ratios = {normalize_level(name): weight for name, weight in ratios.items()}
+        self.task_probs = task_weights(sizes, ratios)
         self.n_outer = cfg.optim.max_steps // self.rep.inner_steps
         self._task = ""
         self._anchor: list[torch.Tensor] = []
@@ -93,7 +98,9 @@ def task_weights(task_sizes: Mapping[str, int], ratios: Mapping[str, float] | No
     if ratios is not None:
         unknown = sorted(set(ratios) - set(task_sizes))
         if unknown:
-            raise ValueError(f"strategy.reptile.task_ratios names unknown tasks {unknown}; tasks: {sorted(task_sizes)}")
+            raise ConfigError(
+                f"strategy.reptile.task_ratios names unknown tasks {unknown}; tasks: {sorted(task_sizes)}"
+            )
         ratios = {t: float(ratios.get(t, 0.0)) for t in task_sizes}
     return dataset_weights(task_sizes, ratios)
 
