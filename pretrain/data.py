@@ -7,24 +7,17 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
+from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan, StreamSettings, make_dataloader
 from polyfid.pretrain.config import DataSection
 
 
 def stream_config(data: DataSection, seed: int, split: str, datasets: list[str] | None) -> StreamConfig:
-    """The data layer's stream settings for one selection of datasets (train mixing, or eval)."""
+    """The data section's stream settings (it is a `StreamSettings`) for one selection of datasets and split."""
     ratios = None if data.ratios is None or datasets is None else {d: data.ratios.get(d, 0.0) for d in datasets}
+    settings = {name: getattr(data, name) for name in StreamSettings.model_fields}
+    max_atoms = data.max_atoms if split == "train" else data.val_max_atoms or data.max_atoms
     return StreamConfig(
-        shard_dirs=data.shard_dirs,
-        split=split,
-        datasets=datasets,
-        ratios=ratios,
-        temperature=data.temperature,
-        max_atoms=data.max_atoms if split == "train" else data.val_max_atoms or data.max_atoms,
-        max_structures=data.max_structures,
-        shuffle_buffer=data.shuffle_buffer,
-        seed=seed,
-        batches_per_epoch=data.batches_per_epoch,
+        **{**settings, "datasets": datasets, "ratios": ratios, "max_atoms": max_atoms}, split=split, seed=seed
     )
 
 
