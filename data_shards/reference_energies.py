@@ -31,8 +31,12 @@ class E0Fit:
 
     e0: np.ndarray
     rank: int
-    determined: np.ndarray
     null_space: np.ndarray
+
+    @property
+    def determined(self) -> np.ndarray:
+        """Per element: whether the undetermined directions leave its E0 alone untouched."""
+        return np.linalg.norm(self.null_space, axis=0) < 1e-8
 
     def undetermined(self, elements: Sequence[int]) -> list[str]:
         """The undetermined directions as readable combinations, e.g. ['0.71 H - 0.71 C']."""
@@ -55,11 +59,10 @@ def fit_e0(design: np.ndarray, target: np.ndarray) -> E0Fit:
     design, target = np.asarray(design, dtype=np.float64), np.asarray(target, dtype=np.float64)
     k = design.shape[1]
     if design.size == 0 or not np.any(design):
-        return E0Fit(np.zeros(k), 0, np.zeros(k, dtype=bool), np.eye(k))
+        return E0Fit(np.zeros(k), 0, np.eye(k))
     e0, _, rank, _ = np.linalg.lstsq(design, target, rcond=None)
     null = np.linalg.svd(design)[2][rank:]  # right singular vectors beyond the rank
-    determined = np.linalg.norm(null, axis=0) < 1e-8 if len(null) else np.ones(k, dtype=bool)
-    return E0Fit(e0, int(rank), determined, null)
+    return E0Fit(e0, int(rank), null)
 
 
 @dataclass
