@@ -31,10 +31,6 @@ from polyfid.models.testing.structures import (
 SMALL = dict(elements=ELEMENTS, n_features=16, n_sensitivities=8, n_interactions=2, n_atom_layers=2, cutoff=4.0)
 
 
-def _dtype(dtype: torch.dtype) -> str:
-    return "float64" if dtype == torch.float64 else "float32"
-
-
 class TestHipnnTS(ModelTestMixin):
     kind, settings = "hipnn_ts", {**SMALL, "l_max": 2}
 

@@ -9,13 +9,11 @@ from polyfid.models import Hipnn, HipnnConfig
 from polyfid.models.testing.mixins import ModelTestMixin
 from polyfid.models.testing.structures import ELEMENTS
 
+SMALL = dict(n_features=16, n_sensitivities=8, n_interactions=2, n_atom_layers=2, cutoff=4.0)
+
 
 def small_config(dtype: str = "float64", **kw) -> HipnnConfig:
-    base = dict(elements=ELEMENTS, n_features=16, n_sensitivities=8, n_interactions=2, n_atom_layers=2, cutoff=4.0)
-    return HipnnConfig(**{**base, **kw, "dtype": dtype})
-
-
-SMALL = dict(n_features=16, n_sensitivities=8, n_interactions=2, n_atom_layers=2, cutoff=4.0)
+    return HipnnConfig(**{"elements": ELEMENTS, **SMALL, **kw, "dtype": dtype})
 
 
 class TestHipnn(ModelTestMixin):
