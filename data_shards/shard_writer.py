@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 from collections import Counter
@@ -11,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyfid.core.atomic import atomic_open
+from polyfid.core.digest import sha256_file
 from polyfid.data_shards.codec import SAMPLE_EXTENSION, encode, sample_key
 from polyfid.data_shards.grouping import budget_groups
 from polyfid.data_shards.record import Record
@@ -30,14 +30,6 @@ class ShardInfo:
     energy_counts: dict[str, int] = field(default_factory=dict)
     force_counts: dict[str, int] = field(default_factory=dict)
     elements: list[int] = field(default_factory=list)
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while data := fh.read(block):
-            h.update(data)
-    return h.hexdigest()
 
 
 def write_shard(path: Path, root: Path, records: Iterable[Record]) -> ShardInfo:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from polyfid.core.config import validate_config
 from polyfid.data_shards.errors import SourceError
 from polyfid.data_shards.record import normalize_level
 from polyfid.data_shards.units import energy_factor, force_factor, length_factor
@@ -156,7 +157,4 @@ def load_build_config(path: str | Path) -> BuildConfig:
         raise SourceError(str(path), f"cannot read config: {exc}") from exc
     if not isinstance(raw, dict):
         raise SourceError(str(path), "config must be a mapping with a 'sources' list")
-    try:
-        return BuildConfig(**raw, base_dir=path.resolve().parent)
-    except ValidationError as exc:
-        raise SourceError(str(path), f"invalid config:\n{exc}") from exc
+    return validate_config({**raw, "base_dir": path.resolve().parent}, str(path), BuildConfig)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from polyfid.core.digest import sha256_file
 from polyfid.data_shards.manifest import Manifest
-from polyfid.data_shards.shard_writer import sha256_file
 
 
 @dataclass

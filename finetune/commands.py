@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from polyfid.core.tracking import report_registration
 from polyfid.data_shards.record import normalize_level
 from polyfid.finetune.evaluate import SPLITS
 
@@ -50,6 +51,7 @@ def _finetune(args: argparse.Namespace) -> int:
         f"   -> {VERDICT[result['winner']]}"
     )
     print(json.dumps(result, indent=1))
+    report_registration(result)
     return 0
 
 

@@ -108,9 +108,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         tracker.log_artifact(path, "package")
         for plot in plots:
             tracker.log_artifact(plot, "plots")
-        version = (
-            tracker.register(cfg.registered_name, path, tags, PYFUNC_CODE) if cfg.tracking.register_model else None
-        )
+        registration: dict[str, Any] = {"registered_model": None, "version": None, "registration": "disabled"}
+        if cfg.tracking.register_model:
+            registration = tracker.register(cfg.registered_name, path, tags, PYFUNC_CODE)
     except BaseException:
         tracker.end("FAILED")  # never leave an active MLflow run behind (the next run in this process would fail)
         raise
@@ -123,6 +123,6 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
               "winner": fit["winner"], "scan": scan, "learning_curve": curve,
               "crossover_n": crossover(curve) if curve else None,
               "source": lineage, "package": str(path), "plots": [str(p) for p in plots],
-              "registered_model": cfg.registered_name, "version": version}  # fmt: skip
+              **registration}  # fmt: skip
     atomic_write_bytes(cfg.run_dir / "result.json", json.dumps(result, indent=1).encode())
     return result

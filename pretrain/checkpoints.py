@@ -4,6 +4,9 @@ Both keep the last K and never expose a half-written checkpoint: Ray registers a
 worker's files are persisted; the folder store writes `<root>/.tmp-step-N/`, fsyncs it and renames it to
 `<root>/step-N/` (a crash mid-write leaves a temp folder that is ignored and cleaned up, and the previous
 checkpoint stays the latest). Every rank writes its own files (DeepSpeed ZeRO shards optimiser state).
+
+Every file's sha256 is recorded at save (`polyfid_checksums*.json`) and checked before a resume reads anything:
+a corrupted, truncated, missing or stray file is named instead of being loaded.
 """
 
 from __future__ import annotations
@@ -20,9 +23,48 @@ from typing import Protocol
 import torch.distributed as dist
 
 from polyfid.core.atomic import atomic_write_bytes, fsync_dir
+from polyfid.core.digest import sha256_file
+from polyfid.pretrain.checkpoint_engine import CheckpointError
 
 WriteFn = Callable[[Path], None]  # called on every rank with the folder to write into
 META_NAME = "polyfid_checkpoint.json"
+CHECKSUMS_PREFIX = "polyfid_checksums"
+
+
+def _payload(folder: Path) -> list[Path]:
+    """The checkpoint's data files (everything but polyfid's own metadata)."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.name != META_NAME and not p.name.startswith(CHECKSUMS_PREFIX)
+    )  # fmt: skip
+
+
+def write_checksums(folder: Path, name: str = f"{CHECKSUMS_PREFIX}.json") -> None:
+    """Record the sha256 of every data file under `folder` (relative paths) in `folder/name`."""
+    digests = {p.relative_to(folder).as_posix(): sha256_file(p) for p in _payload(folder)}
+    atomic_write_bytes(folder / name, json.dumps(digests, indent=1, sort_keys=True).encode())
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise `CheckpointError` naming the first file that is missing, unlisted or differs from its recorded sha256."""
+    lists = sorted(folder.glob(f"{CHECKSUMS_PREFIX}*.json"))
+    if not lists:
+        raise CheckpointError(f"{folder}: no {CHECKSUMS_PREFIX}*.json: not a complete polyfid checkpoint")
+    recorded: dict[str, str] = {}
+    for path in lists:
+        try:
+            recorded.update(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable checksum list ({exc})") from None
+    for rel, digest in sorted(recorded.items()):
+        path = folder / rel
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing from the checkpoint (listed in its checksums)")
+        if sha256_file(path) != digest:
+            raise CheckpointError(f"{path}: sha256 differs from the one recorded at save (corrupted or modified)")
+    for path in _payload(folder):
+        if path.relative_to(folder).as_posix() not in recorded:
+            raise CheckpointError(f"{path}: not written by the save (no recorded checksum); remove it or the step")
 
 
 class CheckpointStore(Protocol):
@@ -61,6 +103,8 @@ class FolderStore:
     @contextlib.contextmanager
     def latest(self) -> Iterator[Path | None]:
         done = self.complete()
+        if done:
+            verify_checksums(done[-1])
         yield done[-1] if done else None
 
     def save(self, step: int, write: WriteFn, metrics: dict[str, float]) -> None:
@@ -73,6 +117,7 @@ class FolderStore:
         write(tmp)
         _barrier()
         if self.rank == 0:
+            write_checksums(tmp)
             atomic_write_bytes(tmp / META_NAME, json.dumps({"step": step, "metrics": metrics}).encode())
             _fsync_tree(tmp)
             if final.exists():  # the same step saved again (e.g. a finished run re-run): swap, never delete first
@@ -106,6 +151,7 @@ class RayStore:
             yield None
             return
         with checkpoint.as_directory() as folder:
+            verify_checksums(Path(folder))
             yield Path(folder)
 
     def save(self, step: int, write: WriteFn, metrics: dict[str, float]) -> None:
@@ -115,6 +161,7 @@ class RayStore:
         with tempfile.TemporaryDirectory(prefix=f"polyfid-ckpt-{step}-") as tmp:
             folder = Path(tmp)
             write(folder)
+            write_checksums(folder, f"{CHECKSUMS_PREFIX}-rank-{self.rank}.json")  # Ray merges the ranks' folders
             if self.rank == 0:
                 (folder / META_NAME).write_text(json.dumps({"step": step, "metrics": metrics}))
             ray.train.report({"step": step, **metrics}, checkpoint=Checkpoint.from_directory(tmp))

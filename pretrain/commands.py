@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from polyfid.core.tracking import report_registration
     from polyfid.pretrain.config import load_config
     from polyfid.pretrain.launch import TrainingAborted, launch
 
@@ -41,4 +42,5 @@ def _pretrain(args: argparse.Namespace) -> int:
         return 1
     if result:
         print(json.dumps(result, indent=1))
+        report_registration(result)
     return 0

@@ -18,6 +18,7 @@ from polyfid.data_shards.stream.batch import Batch
 from polyfid.data_shards.stream.catalog import ShardCatalog
 from polyfid.models import PolyfidModel, build_model
 from polyfid.models.registry import build_backbone
+from polyfid.pretrain.checkpoint_engine import install_safe_loading
 from polyfid.pretrain.config import LossSection, PretrainConfig
 from polyfid.pretrain.losses import HeadTargets, force_heads, head_stats, multifidelity_loss
 
@@ -80,6 +81,7 @@ def initialize_engine(objective: TrainingObjective, cfg: PretrainConfig, device:
         config=deepspeed_config(cfg),
         dist_init_required=False,
     )
+    install_safe_loading(engine)
     return engine
 
 

@@ -7,9 +7,11 @@ the same command resumes from the latest checkpoint that Ray Train kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ from typing import Any
 from tqdm import tqdm
 
 from polyfid.core.config import validate_config
+from polyfid.core.errors import PolyfidError
 from polyfid.data_shards.stream.catalog import ShardCatalog
 from polyfid.pretrain.config import PretrainConfig
-from polyfid.pretrain.runtime import RunContext, prepare_deepspeed
+from polyfid.pretrain.runtime import WARNINGS_FILE, RunContext, prepare_deepspeed, relay_warnings
 from polyfid.pretrain.strategies import build_strategy
 from polyfid.pretrain.trainer import STOP_FILE, train
 
@@ -44,7 +47,9 @@ def ray_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker entry point."""
     cfg = validate_config(config, "train_loop_config", PretrainConfig)
     prepare_deepspeed(cfg.scaling.use_gpu)
-    train(cfg, RunContext.from_ray(cfg.scaling.use_gpu))
+    ctx = RunContext.from_ray(cfg.scaling.use_gpu)
+    with relay_warnings(cfg.run_dir / WARNINGS_FILE) if ctx.is_main else contextlib.nullcontext():
+        train(cfg, ctx)
 
 
 def run_ray(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
@@ -58,7 +63,7 @@ def run_ray(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
     build_strategy(cfg, ShardCatalog.open(cfg.data.shard_dirs))  # config vs shards errors here, not in every worker
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     (cfg.run_dir / STOP_FILE).unlink(missing_ok=True)
-    for stale in ("progress.json", "result.json"):
+    for stale in ("progress.json", "result.json", WARNINGS_FILE):
         (cfg.run_dir / stale).unlink(missing_ok=True)
     started = not ray.is_initialized()
     if started:
@@ -105,8 +110,26 @@ def run_ray(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
         if started:
             ray.shutdown()
     if errors:
-        raise errors[0]
+        raise _user_error(errors[0]) or errors[0]
     return _checked(_read_json(cfg.run_dir / "result.json"))
+
+
+def _user_error(exc: BaseException) -> PolyfidError | None:
+    """The `PolyfidError` a worker raised, dug out of Ray's wrappers (so the CLI prints it as one line)."""
+    from ray.exceptions import RayError
+
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, PolyfidError) and not isinstance(e, RayError):
+            return e
+        stack += [getattr(e, "cause", None), e.__cause__, e.__context__]
+        stack += list(getattr(e, "worker_failures", {}).values())  # Ray Train v2's WorkerGroupError
+    return None
 
 
 def _stop_on_sigterm(run_dir: Path) -> Any:
@@ -126,12 +149,34 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+class _WarningsTail:
+    """Prints the lines rank 0 appends to its warnings file, each once, on the driver's stderr."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            tqdm.write(f"polyfid: worker warning: {line}", file=sys.stderr)
+
+
 def _follow(run_dir: Path, max_steps: int, thread: threading.Thread, show: bool) -> None:
-    """Progress bar (steps, atoms/s, loss, ETA) from rank 0's progress file until training ends."""
+    """Progress bar (steps, atoms/s, loss, ETA) from rank 0's progress file until training ends; rank 0's
+    warnings are printed as they come."""
     resumed, started = None, False
+    tail = _WarningsTail(run_dir / WARNINGS_FILE)
     with tqdm(total=max_steps, desc="pretrain", disable=not show, unit="step") as bar:
         while thread.is_alive():
             thread.join(timeout=1.0)
+            tail.poll()
             info = _read_json(run_dir / "progress.json")
             if info.get("resumed_from") not in (None, resumed):
                 resumed = info["resumed_from"]
@@ -145,6 +190,7 @@ def _follow(run_dir: Path, max_steps: int, thread: threading.Thread, show: bool)
                 if "perf/atoms_per_s" in info:
                     bar.set_postfix_str(f"loss {info['train/loss']:.4g}, {info['perf/atoms_per_s']:.0f} atoms/s")
                 bar.refresh()
+    tail.poll()
 
 
 def _checked(result: dict[str, Any]) -> dict[str, Any]:

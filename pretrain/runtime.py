@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -21,6 +25,28 @@ def prepare_deepspeed(use_gpu: bool) -> None:
 
     # the CPU backend would compile (40-60 s on first use) a shared-memory op used only by inference_all_reduce
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+WARNINGS_FILE = "warnings.log"  # in the run directory: rank 0's warnings, one per line, printed by the Ray driver
+
+
+@contextlib.contextmanager
+def relay_warnings(path: Path) -> Iterator[None]:
+    """Python warnings raised here are also appended to `path`: under Ray a worker's stderr goes only to Ray's
+    session logs, so the driver prints this file instead (e.g. a tracking server that is down)."""
+    previous = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, *rest: Any) -> None:
+        with open(path, "a") as fh:
+            fh.write(f"{category.__name__}: {' '.join(str(message).split())}\n")
+        previous(message, category, filename, lineno, *rest)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 @dataclass

@@ -26,6 +26,7 @@ from polyfid.core.tracking import Tracker, plot_learning_curves
 from polyfid.data_shards.stream import StreamPlan
 from polyfid.data_shards.stream.catalog import ShardCatalog
 from polyfid.models.package import PACKAGE_NAME, PYFUNC_CODE, git_commit, save_package
+from polyfid.pretrain.checkpoint_engine import CheckpointError
 from polyfid.pretrain.config import PretrainConfig
 from polyfid.pretrain.data import TaskStream, epoch_batches, stream_config
 from polyfid.pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine, master_weights
@@ -265,12 +266,12 @@ class Trainer:
                 str(folder), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
             )
         if not client or "polyfid" not in client:
-            raise RuntimeError(f"{folder}: not a polyfid training checkpoint (no polyfid client state)")
+            raise CheckpointError(f"{folder}: not a polyfid training checkpoint (no polyfid client state)")
         state = client["polyfid"]
         self.step = self.last_checkpoint = self.resumed_from = int(state["step"])
         for name, pos in state["positions"].items():
             if name not in self.streams:
-                raise RuntimeError(f"{folder}: checkpoint task {name!r} is not a task of this config")
+                raise CheckpointError(f"{folder}: checkpoint task {name!r} is not a task of this config")
             self.streams[name].restore(tuple(pos))
         self.schedule.load_state_dict(state["schedule"])
         self.nonfinite = int(state["nonfinite"])
@@ -337,10 +338,10 @@ class Trainer:
         )
         self.tracker.log_artifact(path, "package")
         self.tracker.log_artifact(self.run_dir / "config.resolved.yaml", "config")
-        version = None
+        registration: dict[str, Any] = {"registered_model": None, "version": None, "registration": "disabled"}
         if self.cfg.tracking.registered_model:
-            version = self.tracker.register(self.cfg.tracking.registered_model, path, self._lineage(), PYFUNC_CODE)
-        return {"package": str(path), "registered_model": self.cfg.tracking.registered_model, "version": version}
+            registration = self.tracker.register(self.cfg.tracking.registered_model, path, self._lineage(), PYFUNC_CODE)
+        return {"package": str(path), **registration}
 
     # ----- signals -----
     def _install_sigterm(self) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -59,6 +60,7 @@ class Tracker:
         self.run_id: str | None = None
         self._down_since: float | None = None
         self._warned = False
+        self.failure: str | None = None  # the last tracking failure, for result.json
         self.metrics_path = self.run_dir / "metrics.jsonl"
         # a server that is down must not stall training for minutes of HTTP retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -75,6 +77,7 @@ class Tracker:
             result = fn()
         except Exception as exc:  # any tracking failure: warn, keep training, keep local logs
             self._down_since = time.monotonic()
+            self.failure = f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
             if not self._warned:
                 self._warned = True
                 warnings.warn(
@@ -98,12 +101,15 @@ class Tracker:
         def _start() -> str:
             import mlflow
 
+            if self.cfg.mlflow_uri is None and not (self.run_dir / "mlflow.db").exists():
+                from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+                # a new store's Default experiment would otherwise root its artefacts in the working directory
+                SqlAlchemyStore(self.uri, self._artifact_root())
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_registry_uri(self.uri)  # never a registry left over from earlier calls in this process
             if mlflow.get_experiment_by_name(self.cfg.experiment) is None:
-                mlflow.create_experiment(
-                    self.cfg.experiment, artifact_location=(self.run_dir / "mlartifacts").resolve().as_uri()
-                )
+                mlflow.create_experiment(self.cfg.experiment, artifact_location=self._artifact_root())
             mlflow.set_experiment(self.cfg.experiment)
             run = mlflow.start_run(
                 run_id=previous, run_name=None if previous else run_name, log_system_metrics=self.cfg.system_metrics
@@ -118,6 +124,15 @@ class Tracker:
         self.run_id = self._call("start run", _start)
         if self.run_id and self.run_id != previous:
             atomic_write_bytes(state_path, json.dumps({"run_id": self.run_id, "uri": self.uri}).encode())
+
+    def _artifact_root(self) -> str | None:
+        """Where a new experiment keeps artefacts: the run directory for its own sqlite store, beside the database
+        for a shared sqlite store (never the first run's folder), and the server's choice for a server."""
+        if self.cfg.mlflow_uri is None:
+            return (self.run_dir / "mlartifacts").resolve().as_uri()
+        if self.uri.startswith("sqlite:///"):
+            return (Path(self.uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+        return None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.enabled:
@@ -136,12 +151,13 @@ class Tracker:
 
             self._call(f"log artifact {path}", lambda: mlflow.log_artifact(str(path), folder))
 
-    def register(self, name: str, package: Path, tags: dict[str, str], python_model: Path) -> str | None:
+    def register(self, name: str, package: Path, tags: dict[str, str], python_model: Path) -> dict[str, Any]:
         """Log `package` as an MLflow pyfunc model ("models from code": `python_model` is the code file, nothing
         pickled; the package is its artefact `package`) and register it as a new version of model `name` with
-        `tags`; returns the version. Load it with `mlflow.pyfunc.load_model("models:/<name>/<version>")`."""
+        `tags`. Returns `registered_model`, `version` and `registration` ("registered", or "failed" with
+        `registration_error`). Load it with `mlflow.pyfunc.load_model("models:/<name>/<version>")`."""
         if not self.online:
-            return None
+            return self._registration(name, None, self.failure or "the MLflow run never started")
         import mlflow
         from mlflow import MlflowClient
         from mlflow.models import ModelSignature
@@ -165,13 +181,30 @@ class Tracker:
                 client.set_model_version_tag(name, version, key, value)
             return version
 
-        return self._call(f"register {name}", _register)
+        return self._registration(name, self._call(f"register {name}", _register), self.failure)
+
+    @staticmethod
+    def _registration(name: str, version: str | None, failure: str | None) -> dict[str, Any]:
+        if version is not None:
+            return {"registered_model": name, "version": version, "registration": "registered"}
+        why = failure or "MLflow was skipped after an earlier failure"
+        return {"registered_model": name, "version": None, "registration": "failed", "registration_error": why}
 
     def end(self, status: str = "FINISHED") -> None:
         if self.online:
             import mlflow
 
             self._call("end run", lambda: mlflow.end_run(status=status))
+
+
+def report_registration(result: dict[str, Any]) -> None:
+    """One stderr line when a command's model was not registered: the JSON result alone is easy to miss."""
+    if result.get("registration") == "failed":
+        print(
+            f"polyfid: warning: {result.get('package')} was not registered as {result.get('registered_model')!r}: "
+            f"{result.get('registration_error')}",
+            file=sys.stderr,
+        )
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

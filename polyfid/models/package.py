@@ -31,6 +31,7 @@ import torch
 
 from polyfid.core.atomic import atomic_path
 from polyfid.core.errors import PolyfidError
+from polyfid.core.torch_files import RefusedLoad, load_weights_only
 from polyfid.models.model import PolyfidModel
 from polyfid.models.registry import backbone_spec, build_backbone
 
@@ -183,12 +184,11 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     if not path.is_file():
         raise PackageError(f"{path}: no such model package")
     try:
-        raw = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # zip/pickle/EOF errors of truncated or foreign files
+        raw = load_weights_only(path, map_location)
+    except RefusedLoad as exc:
         raise PackageError(
-            f"{path}: not a readable polyfid model package (truncated, corrupted or not a package): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+            f"{path}: not a readable polyfid model package (truncated, corrupted or not a package): {exc.reason}"
+        ) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise PackageError(f"{path}: not a polyfid model package (no format={FORMAT_NAME!r} marker)")
     return raw

@@ -16,8 +16,10 @@ def test_local_sqlite_run_metrics_artifact_and_registry(tmp_path):
     t.log_metrics({"train/loss": 0.5, "val/gfn2-xtb/forces_mae": 0.25}, step=2)
     (tmp_path / "model.pt").write_bytes(b"weights")
     t.log_artifact(tmp_path / "model.pt", "package")
-    assert t.register("polyfid-test", tmp_path / "model.pt", {"polyfid.git_commit": "abc"}, PYFUNC_CODE) == "1"
-    assert t.register("polyfid-test", tmp_path / "model.pt", {}, PYFUNC_CODE) == "2"
+    assert (
+        t.register("polyfid-test", tmp_path / "model.pt", {"polyfid.git_commit": "abc"}, PYFUNC_CODE)["version"] == "1"
+    )
+    assert t.register("polyfid-test", tmp_path / "model.pt", {}, PYFUNC_CODE)["version"] == "2"
     t.end()
     from mlflow import MlflowClient
 
@@ -42,7 +44,9 @@ def test_server_down_warns_and_keeps_local_logs(tmp_path, monkeypatch):
         t.start("run", {}, {})
     assert not t.online
     t.log_metrics({"train/loss": 1.0}, step=1)
-    assert t.register("x", tmp_path / "model.pt", {}, PYFUNC_CODE) is None
+    registration = t.register("x", tmp_path / "model.pt", {}, PYFUNC_CODE)
+    assert registration["version"] is None and registration["registration"] == "failed"
+    assert "start run" in registration["registration_error"] and "127.0.0.1:9" in t.failure
     t.end()
     assert read_metrics(t.metrics_path) == [
         {"step": 1, "time": read_metrics(t.metrics_path)[0]["time"], "train/loss": 1.0}

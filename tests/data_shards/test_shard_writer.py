@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from polyfid.core.atomic import atomic_open
+from polyfid.core.digest import sha256_file
 from polyfid.data_shards.codec import decode
 from polyfid.data_shards.record import LevelLabels, Record
-from polyfid.data_shards.shard_writer import pack_into_shards, sha256_file, write_shard
+from polyfid.data_shards.shard_writer import pack_into_shards, write_shard
 
 
 def _records(n: int) -> list[Record]:

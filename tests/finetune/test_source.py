@@ -21,7 +21,7 @@ def registry(demo_shards, tmp_path_factory):
     path, _ = small_package(demo_shards, ("gfn2-xtb",), root / "pkg" / "model.pt")
     tracker = Tracker(TrackingSection(experiment="src", system_metrics=False), root)
     tracker.start("src", {}, {})
-    assert [tracker.register("polyfid-src", path, {"k": "v"}, PYFUNC_CODE) for _ in range(2)] == ["1", "2"]
+    assert [tracker.register("polyfid-src", path, {"k": "v"}, PYFUNC_CODE)["version"] for _ in range(2)] == ["1", "2"]
     tracker.end()
     MlflowClient(tracker.uri).set_registered_model_alias("polyfid-src", "champion", "2")
     return tracker.uri, path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from polyfid.pretrain.checkpoint_engine import CheckpointError
 from polyfid.pretrain.checkpoints import FolderStore
 
 
@@ -46,3 +47,21 @@ def test_same_step_saved_again_replaces_it(tmp_path):
     with store.latest() as folder:
         assert (folder / "weights.txt").read_text() == "b"
     assert not list((tmp_path / "ckpt").glob(".old-*"))
+
+
+def test_checksums_name_a_corrupted_missing_or_stray_file(tmp_path):
+    store = FolderStore(tmp_path / "ckpt", keep=2, rank=0)
+    store.save(10, _write("10"), {})
+    folder = store.complete()[-1]
+    with store.latest() as latest:
+        assert latest == folder
+    (folder / "weights.txt").write_text("11")  # same size, other bytes
+    with pytest.raises(CheckpointError, match=r"weights.txt: sha256 differs"), store.latest():
+        pass
+    (folder / "weights.txt").unlink()
+    with pytest.raises(CheckpointError, match=r"weights.txt: missing"), store.latest():
+        pass
+    store.save(10, _write("10"), {})
+    (folder / "planted.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"planted.pt: not written by the save"), store.latest():
+        pass
