@@ -92,3 +92,32 @@ def test_two_node_ray_cluster_runs_and_registers(demo_shards, tmp_path):
                 node.wait(timeout=30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(node.pid, signal.SIGKILL)
+
+
+def test_tracking_down_under_ray_is_reported_on_the_driver_and_in_result(demo_shards, tmp_path):
+    run_dir = tmp_path / "down"
+    config = write_config(run_dir, demo_shards, optim={"max_steps": 5}, scaling={"num_workers": 1},
+                          tracking={"mlflow_uri": "http://127.0.0.1:9"})  # fmt: skip
+    proc = run([str(BIN / "polyfid"), "pretrain", str(config), "--no-progress"])
+    assert "polyfid: worker warning: RuntimeWarning: MLflow tracking at http://127.0.0.1:9 failed" in proc.stderr
+    res = result(run_dir)
+    assert res["status"] == "finished" and res["registration"] == "failed" and res["version"] is None, res
+    assert "127.0.0.1:9" in res["registration_error"]
+    assert "was not registered as 'polyfid-pretrained'" in proc.stderr
+
+
+def test_a_workers_polyfid_error_is_dug_out_of_rays_wrappers():
+    from ray.train import WorkerGroupError
+
+    from polyfid.pretrain.checkpoint_engine import CheckpointError
+    from polyfid.pretrain.launch import _user_error
+
+    cause = CheckpointError("/x/state.pt: refused")
+    wrapped = WorkerGroupError("rank 0 failed", {0: RuntimeError("wrapper")})
+    assert _user_error(wrapped) is None
+    wrapped = WorkerGroupError("rank 0 failed", {1: cause})
+    assert _user_error(wrapped) is cause
+    try:
+        raise RuntimeError("outer") from cause
+    except RuntimeError as exc:
+        assert _user_error(exc) is cause
