@@ -20,6 +20,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from polyfid.core.atomic import atomic_write_bytes
+from polyfid.core.digest import sha256_file
 from polyfid.data_shards.codec import CODEC_VERSION
 from polyfid.data_shards.errors import PolyfidDataError, RecordError
 from polyfid.data_shards.manifest import SPLITS, DatasetInfo, Manifest, ShardEntry
@@ -32,9 +33,12 @@ from polyfid.data_shards.sources import BuildConfig
 from polyfid.data_shards.splits import split_of
 
 OnError = Literal["fail", "skip"]
+MISSING = frozenset({"no_labels"})  # NaN means "not computed": such records are dropped and counted, never fatal
 BUILD_DIR = "_build"
 REPORT_NAME = "build_report.json"
 _MAX_EXAMPLES = 20  # error messages kept per reason in the report
+STALL_S = 900.0  # no chunk finished for this long (a chunk takes seconds): the build fails instead of hanging
+_WAIT_S = 5.0
 
 
 @dataclass
@@ -62,16 +66,8 @@ def build_shards(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chunks = plan_chunks(config)
-    exclusions = _load_exclusions(out, on_error)
     with _ray(address):
-        markers = _run_chunks(chunks, config, out, on_error, exclusions, progress)
-        duplicates = _find_duplicates(chunks, markers, on_error)
-        if duplicates:
-            for key, ids in duplicates.items():
-                exclusions[key] = sorted(set(exclusions.get(key, [])) | set(ids))
-            atomic_write_bytes(_exclusions_path(out), json.dumps(exclusions).encode())
-            redo = [c for c in chunks if _chunk_key(c) in duplicates]
-            markers.update(_run_chunks(redo, config, out, on_error, exclusions, progress))
+        markers = _run_chunks(chunks, config, out, on_error, progress)
     manifest = _assemble_manifest(config, chunks, markers)
     _remove_unreferenced(out, manifest)
     summary = _summarise(markers, len(chunks), time.perf_counter() - t0)
@@ -91,7 +87,7 @@ def plan_chunks(config: BuildConfig) -> list[Chunk]:
     return [c for src in config.sources for c in get_reader(src.format).plan(src, config.base_dir)]
 
 
-def chunk_fingerprint(chunk: Chunk, config: BuildConfig, on_error: OnError, exclude: list[str]) -> str:
+def chunk_fingerprint(chunk: Chunk, config: BuildConfig, on_error: OnError) -> str:
     stat = chunk.path.stat()
     payload = {
         "source": chunk.source.model_dump(mode="json"),
@@ -104,7 +100,6 @@ def chunk_fingerprint(chunk: Chunk, config: BuildConfig, on_error: OnError, excl
         "split": config.split.model_dump(),
         "shard_limits": [config.shard_max_bytes, config.shard_max_samples],
         "on_error": on_error,
-        "exclude": sorted(exclude),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -114,7 +109,8 @@ def _marker_path(out: Path, chunk: Chunk) -> Path:
 
 
 def _load_valid_marker(out: Path, chunk: Chunk, fingerprint: str) -> dict | None:
-    """The chunk's marker if it matches `fingerprint` and all its shards exist with the recorded size."""
+    """The chunk's marker if it matches `fingerprint` and all its shards exist with the recorded size and sha256
+    (a same-size corrupted shard is rebuilt, as the streaming error promises)."""
     try:
         marker = json.loads(_marker_path(out, chunk).read_text())
     except (OSError, json.JSONDecodeError):
@@ -123,32 +119,30 @@ def _load_valid_marker(out: Path, chunk: Chunk, fingerprint: str) -> dict | None
         return None
     for shard in marker["shards"]:
         path = out / shard["path"]
-        if not path.is_file() or path.stat().st_size != shard["n_bytes"]:
+        if not path.is_file() or path.stat().st_size != shard["n_bytes"] or sha256_file(path) != shard["sha256"]:
             return None
     return marker
 
 
-def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnError, exclude: list[str]) -> dict:
+def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnError) -> dict:
     """Read, validate, split and shard one chunk; write its marker; return it (or {'error': message})."""
-    fingerprint = chunk_fingerprint(chunk, config, on_error, exclude)
+    fingerprint = chunk_fingerprint(chunk, config, on_error)
     by_split: dict[str, list[Record]] = {s: [] for s in SPLITS}
-    excluded, seen = set(exclude), set()
+    n_written = 0
     dropped: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     n_read = 0
     for item in get_reader(chunk.source.format).read(chunk):
         n_read += 1
-        if isinstance(item, Record) and (item.id in excluded or item.id in seen):
-            item = RecordError(str(chunk.path), item.id, None, "duplicate_id", f"dataset {chunk.source.name!r}")
         if isinstance(item, RecordError):
-            if on_error == "fail":
+            if on_error == "fail" and item.reason not in MISSING:
                 return {"error": str(item)}
             dropped[item.reason] += 1
             bucket = examples.setdefault(item.reason, [])
             if len(bucket) < _MAX_EXAMPLES:
                 bucket.append(str(item))
             continue
-        seen.add(item.id)
+        n_written += 1
         by_split[split_of(item.id, config.split)].append(item)
     shards = []
     for split, records in by_split.items():
@@ -164,9 +158,8 @@ def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnErro
         "chunk_id": chunk.chunk_id,
         "shards": shards,
         "stats": {level: acc.to_dict() for level, acc in accumulate(by_split["train"]).items()},
-        "ids": sorted(seen),
         "n_read": n_read,
-        "n_written": len(seen),
+        "n_written": n_written,
         "dropped": dict(dropped),
         "examples": examples,
     }
@@ -197,8 +190,8 @@ def _run_chunks(
     config: BuildConfig,
     out: Path,
     on_error: OnError,
-    exclude: dict[str, list[str]],
     progress: bool,
+    stall_s: float = STALL_S,
 ) -> dict[str, dict]:
     """Markers by chunk key, reusing valid ones and running the rest as Ray tasks with a progress bar."""
     import ray
@@ -208,17 +201,25 @@ def _run_chunks(
     pending = {}
     bar = tqdm(total=sum(c.n_structures for c in chunks), unit="struct", desc="building shards", disable=not progress)
     for chunk in chunks:
-        key = _chunk_key(chunk)
-        excl = exclude.get(key, [])
-        marker = _load_valid_marker(out, chunk, chunk_fingerprint(chunk, config, on_error, excl))
+        marker = _load_valid_marker(out, chunk, chunk_fingerprint(chunk, config, on_error))
         if marker is not None:
-            markers[key] = {**marker, "reused": True}
+            markers[_chunk_key(chunk)] = {**marker, "reused": True}
             bar.update(chunk.n_structures)
         else:
-            pending[task.remote(chunk, config, out, on_error, excl)] = chunk
+            pending[task.remote(chunk, config, out, on_error)] = chunk
+    last_done = time.monotonic()
     try:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT_S)
+            if not done:  # a lost Ray (dead GCS) would otherwise block here forever
+                if time.monotonic() - last_done > stall_s:
+                    names = ", ".join(sorted(_chunk_key(c) for c in pending.values())[:5])
+                    raise PolyfidDataError(
+                        f"shard build stalled: no chunk finished in {stall_s:.0f} s ({len(pending)} pending: {names}); "
+                        "re-run the same command to resume"
+                    )
+                continue
+            last_done = time.monotonic()
             chunk = pending.pop(done[0])
             result = ray.get(done[0])
             if "error" in result:
@@ -236,36 +237,6 @@ def _run_chunks(
 
 def _chunk_key(chunk: Chunk) -> str:
     return f"{chunk.source.name}/{chunk.chunk_id}"
-
-
-def _find_duplicates(chunks: list[Chunk], markers: dict[str, dict], on_error: OnError) -> dict[str, list[str]]:
-    """Ids must be unique across the whole build: the first occurrence (plan order) wins. Returns, per chunk, the
-    ids an earlier chunk already holds; with on_error='fail' the first such id raises instead."""
-    owner: dict[str, Chunk] = {}
-    duplicates: dict[str, list[str]] = {}
-    for chunk in chunks:
-        for rid in markers[_chunk_key(chunk)]["ids"]:
-            first = owner.setdefault(rid, chunk)
-            if first is chunk:
-                continue
-            if on_error == "fail":
-                raise PolyfidDataError(
-                    f"duplicate record id {rid!r}: read from {chunk.path} (dataset {chunk.source.name!r}) and from "
-                    f"{first.path} (dataset {first.source.name!r}); two sources read the same file/key/index "
-                    "(use --on-error skip to keep the first)"
-                )
-            duplicates.setdefault(_chunk_key(chunk), []).append(rid)
-    return duplicates
-
-
-def _exclusions_path(out: Path) -> Path:
-    return out / BUILD_DIR / "excluded_ids.json"
-
-
-def _load_exclusions(out: Path, on_error: OnError) -> dict[str, list[str]]:
-    if on_error == "fail" or not _exclusions_path(out).exists():
-        return {}
-    return json.loads(_exclusions_path(out).read_text())
 
 
 def _assemble_manifest(config: BuildConfig, chunks: list[Chunk], markers: dict[str, dict]) -> Manifest:

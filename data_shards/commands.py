@@ -22,8 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("folder")
     inspect.set_defaults(func=_inspect)
 
-    verify = sub.add_parser("verify", help="re-hash every shard; exit 1 naming any missing or corrupted shard")
+    verify = sub.add_parser(
+        "verify", help="check the manifest against the folder; exit 1 naming any missing, extra or corrupted shard"
+    )
     verify.add_argument("folder")
+    verify.add_argument(
+        "--deep", action="store_true", help="also decode every sample and recount the manifest's counts"
+    )
     verify.add_argument("--no-progress", action="store_true")
     verify.set_defaults(func=_verify)
 
@@ -80,7 +85,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from polyfid.data_shards.verify import verify_shards
 
-    problems = verify_shards(args.folder, progress=not args.no_progress)
+    problems = verify_shards(args.folder, progress=not args.no_progress, deep=args.deep)
     for problem in problems:
         print(f"CORRUPTED {problem}", file=sys.stderr)
     if problems:

@@ -1,7 +1,12 @@
-"""`manifest.json`: the index of a shard folder, written last and atomically by the build."""
+"""`manifest.json`: the index of a shard folder, written last and atomically by the build.
+
+It carries `content_sha256`, the hash of its own canonical content: an edited or damaged manifest (a removed shard
+entry, a changed count or E0) is refused wherever it is loaded, instead of silently changing what is trained on.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,7 +15,7 @@ from polyfid.core.atomic import atomic_write_bytes
 from polyfid.data_shards.errors import PolyfidDataError
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: content_sha256
 SPLITS = ("train", "val", "test")
 
 
@@ -93,7 +98,8 @@ class Manifest:
         ]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True)
+        content = json.loads(json.dumps(asdict(self)))  # the canonical form a reader hashes
+        return json.dumps({**content, "content_sha256": content_hash(content)}, indent=1, sort_keys=True)
 
     def write(self, folder: Path) -> None:
         atomic_write_bytes(Path(folder) / MANIFEST_NAME, self.to_json().encode())
@@ -105,12 +111,29 @@ class Manifest:
             raw = json.loads(path.read_text())
         except FileNotFoundError as exc:
             raise PolyfidDataError(f"{path}: no manifest (not a shard folder, or its build did not finish)") from exc
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PolyfidDataError(f"{path}: manifest is not valid JSON: {exc}") from exc
-        if raw.get("version") != MANIFEST_VERSION:
+        except OSError as exc:
+            raise PolyfidDataError(f"{path}: cannot read the manifest: {exc}") from exc
+        if not isinstance(raw, dict) or raw.get("version") != MANIFEST_VERSION:
+            version = raw.get("version") if isinstance(raw, dict) else None
             raise PolyfidDataError(
-                f"{path}: manifest version {raw.get('version')!r}, this polyfid reads {MANIFEST_VERSION}"
+                f"{path}: manifest version {version!r}, this polyfid reads {MANIFEST_VERSION} "
+                "(re-run `polyfid shards build`: unchanged chunks are reused)"
             )
+        recorded = raw.pop("content_sha256", None)
+        if recorded != content_hash(raw):
+            raise PolyfidDataError(
+                f"{path}: content_sha256 does not match the manifest's content (edited or corrupted); "
+                "re-run `polyfid shards build` to rewrite it"
+            )
+        try:
+            return cls._from_raw(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PolyfidDataError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_raw(cls, raw: dict) -> Manifest:
         return cls(
             shards=[ShardEntry(**s) for s in raw["shards"]],
             datasets={k: DatasetInfo(**v) for k, v in raw["datasets"].items()},
@@ -120,3 +143,8 @@ class Manifest:
             version=raw["version"],
             created_by=raw.get("created_by", "polyfid"),
         )
+
+
+def content_hash(content: dict) -> str:
+    """sha256 of a manifest's canonical JSON (sorted keys, without `content_sha256`)."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from polyfid.core.atomic import atomic_open
 from polyfid.core.digest import sha256_file
@@ -32,31 +33,47 @@ class ShardInfo:
     elements: list[int] = field(default_factory=list)
 
 
+@dataclass
+class ShardTally:
+    """The counts the manifest records about a shard's records: the writer's, and `verify --deep`'s recount."""
+
+    n_samples: int = 0
+    n_atoms: int = 0
+    energy: Counter[str] = field(default_factory=Counter)
+    forces: Counter[str] = field(default_factory=Counter)
+    elements: set[int] = field(default_factory=set)
+
+    def add(self, rec: Record) -> None:
+        self.n_samples += 1
+        self.n_atoms += rec.n_atoms
+        self.elements.update(int(z) for z in rec.numbers)
+        for level, lab in rec.labels.items():
+            self.energy[level] += lab.energy is not None
+            self.forces[level] += lab.forces is not None
+
+    def fields(self) -> dict[str, Any]:
+        """As `ShardInfo` fields."""
+        return {
+            "n_samples": self.n_samples,
+            "n_atoms": self.n_atoms,
+            "energy_counts": {k: v for k, v in sorted(self.energy.items()) if v},
+            "force_counts": {k: v for k, v in sorted(self.forces.items()) if v},
+            "elements": sorted(self.elements),
+        }
+
+
 def write_shard(path: Path, root: Path, records: Iterable[Record]) -> ShardInfo:
     """Write one shard at `path` atomically; member metadata is fixed so the bytes are reproducible."""
-    energy, forces, elements = Counter(), Counter(), set()
-    n_samples = n_atoms = 0
+    tally = ShardTally()
     with atomic_open(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for rec in records:
             payload = encode(rec)
             info = tarfile.TarInfo(f"{sample_key(rec.id)}.{SAMPLE_EXTENSION}")
             info.size, info.mtime, info.mode = len(payload), 0, 0o644
             tar.addfile(info, io.BytesIO(payload))
-            n_samples += 1
-            n_atoms += rec.n_atoms
-            elements.update(int(z) for z in rec.numbers)
-            for level, lab in rec.labels.items():
-                energy[level] += lab.energy is not None
-                forces[level] += lab.forces is not None
+            tally.add(rec)
     return ShardInfo(
-        path=path.relative_to(root).as_posix(),
-        sha256=sha256_file(path),
-        n_bytes=path.stat().st_size,
-        n_samples=n_samples,
-        n_atoms=n_atoms,
-        energy_counts={k: v for k, v in sorted(energy.items()) if v},
-        force_counts={k: v for k, v in sorted(forces.items()) if v},
-        elements=sorted(elements),
+        path=path.relative_to(root).as_posix(), sha256=sha256_file(path), n_bytes=path.stat().st_size, **tally.fields()
     )
 
 

@@ -60,6 +60,15 @@ class LevelKeys(_Strict):
         return self
 
 
+class Limits(_Strict):
+    """Plausibility bounds, checked after unit conversion: a value beyond them is a unit or file error
+    (`implausible_energy` / `implausible_forces`), never a label. The defaults pass every element's all-electron
+    total energy and any force a QM dataset holds."""
+
+    max_abs_energy_per_atom: float = Field(default=1.0e6, gt=0, description="|E| / n_atoms bound (eV)")
+    max_abs_force: float = Field(default=1.0e4, gt=0, description="bound on every force component (eV/Angstrom)")
+
+
 class SourceConfig(_Strict):
     """One dataset. `path` is a file or glob, relative to the YAML file's folder."""
 
@@ -70,6 +79,7 @@ class SourceConfig(_Strict):
     levels: dict[str, LevelKeys]
     options: dict[str, Any] = Field(default_factory=dict)  # format-specific keys (see each reader)
     chunk_size: int = Field(default=2000, gt=0)  # structures per build task
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("name")
     @classmethod

@@ -27,9 +27,11 @@ class RawLabels:
     is_gradient: bool = False  # True when `forces` holds dE/dR
 
 
-def record_id(file_name: str, key: str, index: int) -> str:
-    """Stable id: source file name (see SourceConfig.record_name) + key inside it + index."""
-    return f"{file_name}:{key}:{index}"
+def record_id(dataset: str, file_name: str, key: str, index: int) -> str:
+    """Unique, stable id: `<dataset>/<location>`, the location being the file name (see SourceConfig.record_name),
+    the key inside it and the index. Two sources whose files share a name in different folders differ by dataset;
+    the split hashes the location only (`splits.split_of`)."""
+    return f"{dataset}/{file_name}:{key}:{index}"
 
 
 def build_record(
@@ -66,7 +68,8 @@ def build_record(
     numbers = numbers.astype(np.int64)
     if numbers.min() < 1 or numbers.max() > MAX_Z:
         bad = sorted(set(numbers[(numbers < 1) | (numbers > MAX_Z)].tolist()))
-        return err("bad_atomic_number", f"Z outside 1..{MAX_Z}: {bad}")
+        hint = " (zero-padded numbers must be declared: option padding: true)" if 0 in bad else ""
+        return err("bad_atomic_number", f"Z outside 1..{MAX_Z}: {bad}{hint}")
 
     length = length_factor(source.units.length)
     positions = positions * length
@@ -90,6 +93,12 @@ def build_record(
             if np.isinf(e):
                 return err("non_finite_energy", f"level {level!r}: {e}")
             energy = None if np.isnan(e) else e * energy_factor(units.energy)
+            if energy is not None and abs(energy) / n > source.limits.max_abs_energy_per_atom:
+                return err(
+                    "implausible_energy",
+                    f"level {level!r}: {energy:.6g} eV, |E|/atom beyond {source.limits.max_abs_energy_per_atom:g} eV "
+                    "(limits.max_abs_energy_per_atom; a unit or file error?)",
+                )
         forces = None
         if raw.forces is not None:
             f = np.asarray(raw.forces, dtype=np.float64)
@@ -103,12 +112,18 @@ def build_record(
             if not nan.any():
                 factor = force_factor(units.force_unit)
                 forces = f * (-factor if raw.is_gradient else factor)
+                if np.abs(forces).max() > source.limits.max_abs_force:
+                    return err(
+                        "implausible_forces",
+                        f"level {level!r}: |F| component {np.abs(forces).max():.6g} eV/A beyond "
+                        f"{source.limits.max_abs_force:g} (limits.max_abs_force; a unit or file error?)",
+                    )
         if energy is not None or forces is not None:
             out[level] = LevelLabels(energy=energy, forces=forces)
     if not out:
         return err("no_labels", "every level's labels are missing (NaN)")
     return Record(
-        id=record_id(source.record_name(path), key, index),
+        id=record_id(source.name, source.record_name(path), key, index),
         dataset=source.name,
         numbers=numbers,
         positions=positions,

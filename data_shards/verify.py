@@ -1,14 +1,19 @@
-"""`polyfid shards verify`: re-hash every shard against the manifest and name any missing or corrupted one."""
+"""`polyfid shards verify`: the manifest against the folder. Every listed shard must exist with its size and
+sha256, and no shard may be on disk without an entry; `deep` also decodes every sample and recounts what the
+manifest says each shard holds (samples, atoms, labels per level, elements)."""
 
 from __future__ import annotations
 
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from polyfid.core.digest import sha256_file
-from polyfid.data_shards.manifest import Manifest
+from polyfid.data_shards.codec import decode
+from polyfid.data_shards.manifest import SPLITS, Manifest, ShardEntry
+from polyfid.data_shards.shard_writer import ShardTally
 
 
 @dataclass
@@ -20,8 +25,9 @@ class ShardProblem:
         return f"{self.path}: {self.problem}"
 
 
-def verify_shards(folder: str | Path, progress: bool = True) -> list[ShardProblem]:
-    """Problems found (empty when every shard exists with the recorded size and sha256)."""
+def verify_shards(folder: str | Path, progress: bool = True, deep: bool = False) -> list[ShardProblem]:
+    """Problems found (empty when the folder is exactly what its manifest says). A manifest that fails its own
+    content hash raises `PolyfidDataError` on load."""
     folder = Path(folder)
     manifest = Manifest.load(folder)
     problems = []
@@ -33,4 +39,29 @@ def verify_shards(folder: str | Path, progress: bool = True) -> list[ShardProble
             problems.append(ShardProblem(shard.path, f"size {path.stat().st_size} != {shard.n_bytes} (truncated?)"))
         elif sha256_file(path) != shard.sha256:
             problems.append(ShardProblem(shard.path, "sha256 mismatch (corrupted)"))
+        elif deep:
+            problems += _recount(path, shard)
+    listed = {s.path for s in manifest.shards}
+    for path in sorted(folder.glob("*/*/*.tar")):
+        rel = path.relative_to(folder).as_posix()
+        if path.parent.name in SPLITS and rel not in listed:
+            problems.append(ShardProblem(rel, "on disk but not in the manifest (an entry was removed?)"))
     return problems
+
+
+def _recount(path: Path, shard: ShardEntry) -> list[ShardProblem]:
+    tally = ShardTally()
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                data = tar.extractfile(member)
+                if data is not None:
+                    tally.add(decode(data.read()))
+    except Exception as exc:  # a shard whose bytes match its hash but do not decode was written wrongly
+        return [ShardProblem(shard.path, f"does not decode: {type(exc).__name__}: {exc}")]
+    found = tally.fields()
+    return [
+        ShardProblem(shard.path, f"{key}: manifest says {getattr(shard, key)}, the shard holds {value}")
+        for key, value in found.items()
+        if getattr(shard, key) != value
+    ]

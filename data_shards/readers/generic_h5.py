@@ -2,8 +2,10 @@
 
 Options (``SourceConfig.options``), dataset paths relative to the root, or to each group with ``groups``:
 
-- ``numbers`` (required): ``(N,)`` shared by all structures or ``(M, N)`` per structure; in the per-structure
-  form Z=0 entries are padding, dropped with the matching positions and forces
+- ``numbers`` (required): ``(N,)`` shared by all structures or ``(M, N)`` per structure
+- ``padding``: ``true`` when per-structure numbers are zero-padded to a common length: Z=0 entries are then dropped
+  with the matching positions and forces. Default ``false``: a Z=0 is an error (``bad_atomic_number``), never a
+  silently deleted atom
 - ``positions`` (required): ``(M, N, 3)``
 - ``cell``: ``(3, 3)`` or ``(M, 3, 3)``; ``pbc``: ``(3,)`` or ``(M, 3)`` (default: periodic when a cell is given)
 - ``charge`` / ``multiplicity``: ``(M,)`` or scalar dataset, or an int constant
@@ -29,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "charge": None,
     "multiplicity": None,
     "groups": None,
+    "padding": False,
 }
 
 
@@ -48,6 +51,12 @@ class GenericH5Reader(H5GroupReader):
             pbc=opts["pbc"],
             charge=opts["charge"],
             multiplicity=opts["multiplicity"],
-            drop_padding=True,
+            drop_padding=_flag(source, "padding", opts["padding"]),
         )
         return layout, opts["groups"]
+
+
+def _flag(source: SourceConfig, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SourceError(source.name, f"option {name!r} must be true or false, not {value!r}")
+    return value

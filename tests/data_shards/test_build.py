@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from polyfid.cli import main
+from polyfid.core.errors import ConfigError
 from polyfid.data_shards.build import build_shards
 from polyfid.data_shards.codec import decode
 from polyfid.data_shards.errors import PolyfidDataError
-from polyfid.data_shards.manifest import Manifest
+from polyfid.data_shards.manifest import Manifest, content_hash
 from polyfid.data_shards.record import Record
 from polyfid.data_shards.sources import load_build_config
 from polyfid.data_shards.verify import verify_shards
@@ -138,17 +139,112 @@ def test_bad_records_fail_with_location_or_are_skipped_and_reported(ethanol_mf: 
     assert any("[12]" in msg for msg in report["ethanol"]["examples"]["atoms_too_close"])
 
 
-def test_duplicate_ids_across_sources(ethanol_mf: Path, tmp_path: Path):
-    sources = [_generic_source("a", ethanol_mf), _generic_source("b", ethanol_mf)]
+def test_same_file_names_in_two_folders_give_distinct_ids(ethanol_mf: Path, tmp_path: Path):
+    """Issue 10 case 4: the files `one/ethanol_mf.h5` and `two/ethanol_mf.h5` used to give the same ids (a false
+    duplicate error, or the second source silently dropped with --on-error skip)."""
+    for sub in ("one", "two"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "ethanol_mf.h5").write_bytes(ethanol_mf.read_bytes())
+    sources = [_generic_source("a", tmp_path / "one" / "ethanol_mf.h5"),
+               _generic_source("b", tmp_path / "two" / "ethanol_mf.h5")]  # fmt: skip
     config = load_build_config(_write_config(tmp_path, sources))
-    with pytest.raises(PolyfidDataError, match="duplicate record id"):
+    for on_error in ("fail", "skip"):
+        summary = build_shards(config, tmp_path / on_error, on_error=on_error, progress=False)
+        assert summary.n_written == 100 and summary.n_dropped == 0
+    records = _read_all(tmp_path / "fail")
+    assert len(records) == 100 and {r.dataset for r in records.values()} == {"a", "b"}
+    # the same location read by two datasets lands in the same split (no test geometry trained on elsewhere)
+    manifest = Manifest.load(tmp_path / "fail")
+    split = {(s.dataset, rec.id.partition("/")[2]): s.split for s in manifest.shards
+             for rec in _records_in(tmp_path / "fail" / s.path)}  # fmt: skip
+    assert all(split[("a", loc)] == split[("b", loc)] for (_, loc) in split)
+
+
+def test_records_without_any_label_are_dropped_and_counted_even_in_fail_mode(ethanol_mf: Path, tmp_path: Path):
+    """Issue 10 case 7: NaN means "not computed"; a record whose every label is missing used to abort the build."""
+    with h5py.File(ethanol_mf, "r+") as f:
+        for key in ("xtb_gfn2/ok", "mp2_ccpvdz/ok", "ccsd_t_ccpvdz/ok"):
+            ok = f[key][()]
+            ok[3] = 0
+            f[key][...] = ok
+    config = load_build_config(_write_config(tmp_path, [_generic_source("ethanol", ethanol_mf)]))
+    summary = build_shards(config, tmp_path / "out", progress=False)
+    assert summary.n_written == 49 and summary.dropped_by_reason == {"no_labels": 1}
+    report = json.loads(Path(summary.report_path).read_text())
+    assert any("[3]" in msg for msg in report["ethanol"]["examples"]["no_labels"])
+
+
+def test_implausible_energy_or_force_is_a_named_error(ethanol_mf: Path, tmp_path: Path):
+    """Issue 10 case 6: an energy of 1e30 eV was accepted (E0(H) became 4e28 eV)."""
+    with h5py.File(ethanol_mf, "r+") as f:
+        f["xtb_gfn2/energy"][5] = 1e30
+        f["mp2_ccpvdz/forces"][9, 2, 1] = 5e4
+    config = load_build_config(_write_config(tmp_path, [_generic_source("ethanol", ethanol_mf)]))
+    with pytest.raises(PolyfidDataError, match=r"\[5\].*implausible_energy.*max_abs_energy_per_atom"):
         build_shards(config, tmp_path / "fail", progress=False)
     summary = build_shards(config, tmp_path / "skip", on_error="skip", progress=False)
-    assert summary.n_written == 50 and summary.dropped_by_reason == {"duplicate_id": 50}
-    manifest = Manifest.load(tmp_path / "skip")
-    assert {s.dataset for s in manifest.shards} == {"a"}
-    again = build_shards(config, tmp_path / "skip", on_error="skip", progress=False)
-    assert again.n_chunks_reused == again.n_chunks
+    assert summary.dropped_by_reason == {"implausible_energy": 1, "implausible_forces": 1}
+    assert max(abs(e) for e in Manifest.load(tmp_path / "skip").levels["gfn2-xtb"].e0.values()) < 1e4
+    loose = {**_generic_source("ethanol", ethanol_mf), "limits": {"max_abs_energy_per_atom": 1e31,
+                                                                  "max_abs_force": 1e5}}  # fmt: skip
+    config = load_build_config(_write_config(tmp_path, [loose]))
+    assert build_shards(config, tmp_path / "loose", progress=False).n_written == 50
+
+
+def test_rebuild_replaces_a_same_size_corrupted_shard(ethanol_mf: Path, tmp_path: Path):
+    """Issue 10 case 3: the reuse check compared sizes only, so a flipped byte survived a re-build."""
+    config = load_build_config(_write_config(tmp_path, [_generic_source("ethanol", ethanol_mf, chunk_size=10)]))
+    out = tmp_path / "shards"
+    build_shards(config, out, progress=False)
+    victim = sorted(out.rglob("*.tar"))[0]
+    good = victim.read_bytes()
+    data = bytearray(good)
+    data[700] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    assert verify_shards(out, progress=False)
+    again = build_shards(config, out, progress=False)
+    assert again.n_chunks_reused == again.n_chunks - 1
+    assert victim.read_bytes() == good and verify_shards(out, progress=False) == []
+
+
+def test_manifest_edits_are_caught_and_verify_cross_checks_the_folder(ethanol_mf: Path, tmp_path: Path, capsys):
+    """Issue 10 case 2: removing a shard entry passed verify (training then streamed a fifth of the data);
+    editing a count or an E0 passed too."""
+    config = load_build_config(_write_config(tmp_path, [_generic_source("ethanol", ethanol_mf, chunk_size=10)]))
+    out = tmp_path / "shards"
+    build_shards(config, out, progress=False)
+    path = out / "manifest.json"
+    original = path.read_text()
+    raw = json.loads(original)
+    edits = {
+        "removed entry": lambda m: m["shards"].pop(0),
+        "count": lambda m: m["shards"][0].update(n_samples=m["shards"][0]["n_samples"] + 1),
+        "E0": lambda m: m["levels"]["gfn2-xtb"]["e0"].update({"1": 0.0}),
+    }
+    for what, edit in edits.items():
+        edited = json.loads(original)
+        edit(edited)
+        path.write_text(json.dumps(edited))
+        with pytest.raises(PolyfidDataError, match="content_sha256 does not match"):
+            Manifest.load(out)
+        assert main(["shards", "verify", str(out), "--no-progress"]) == 2, what
+        assert "content_sha256" in capsys.readouterr().err
+
+    # a consistent manifest (its hash recomputed) that lost an entry: the shard on disk is named as extra
+    removed = raw["shards"].pop(0)
+    del raw["content_sha256"]
+    path.write_text(json.dumps({**raw, "content_sha256": content_hash(raw)}))
+    problems = {p.path: p.problem for p in verify_shards(out, progress=False)}
+    assert problems == {removed["path"]: "on disk but not in the manifest (an entry was removed?)"}
+
+    # --deep recounts: a count that disagrees with the shard's content is named
+    raw["shards"][0]["n_atoms"] += 9
+    path.write_text(json.dumps({**raw, "content_sha256": content_hash(raw)}))
+    deep = [str(p) for p in verify_shards(out, progress=False, deep=True)]
+    assert f"{raw['shards'][0]['path']}: n_atoms: manifest says {raw['shards'][0]['n_atoms']}" in " ".join(deep)
+    assert not any("n_atoms" in p for p in map(str, verify_shards(out, progress=False)))
+    path.write_text(original)
+    assert main(["shards", "verify", str(out), "--deep", "--no-progress"]) == 0
 
 
 def test_verify_detects_corruption_and_truncation(ethanol_mf: Path, tmp_path: Path, capsys):
@@ -173,7 +269,7 @@ def test_verify_detects_corruption_and_truncation(ethanol_mf: Path, tmp_path: Pa
 
 def test_bad_config_names_the_file(tmp_path: Path):
     path = _write_config(tmp_path, [{**_generic_source("x", tmp_path / "none.h5"), "units": {"energy": "furlongs"}}])
-    with pytest.raises(PolyfidDataError, match="furlongs") as err:
+    with pytest.raises(ConfigError, match="furlongs") as err:
         load_build_config(path)
     assert str(path) in str(err.value)
     assert main(["shards", "build", str(path), "--out", str(tmp_path / "o")]) == 2

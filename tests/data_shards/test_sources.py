@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from polyfid.core.errors import ConfigError
 from polyfid.data_shards.errors import SourceError
 from polyfid.data_shards.sources import SourceConfig, load_build_config
 
@@ -43,13 +44,13 @@ def test_relative_paths_resolve_against_the_yaml_folder_and_levels_are_normalise
 )
 def test_bad_configs_name_the_file_and_field(tmp_path: Path, source: dict, message: str):
     path = _write(tmp_path, [source])
-    with pytest.raises(SourceError, match=message) as err:
+    with pytest.raises(ConfigError, match=message) as err:
         load_build_config(path)
     assert str(path) in str(err.value)
 
 
 def test_duplicate_dataset_names_and_missing_files(tmp_path: Path):
-    with pytest.raises(SourceError, match="duplicate dataset names"):
+    with pytest.raises(ConfigError, match="duplicate dataset names"):
         load_build_config(_write(tmp_path, [_src(), _src()]))
     cfg = load_build_config(_write(tmp_path, [_src(path="nothing-*.h5")]))
     with pytest.raises(SourceError, match="no file matches"):

@@ -40,7 +40,7 @@ def rejected(result, reason: str) -> RecordError:
 def test_record_fields_and_id():
     rec = build(charge=np.int64(-1), multiplicity=2.0)
     assert isinstance(rec, Record)
-    assert rec.id == record_id(PATH.name, "mol/7", 3) == "file.h5:mol/7:3"
+    assert rec.id == record_id("water", PATH.name, "mol/7", 3) == "water/file.h5:mol/7:3"
     assert rec.dataset == "water" and rec.n_atoms == 3
     assert rec.numbers.dtype == np.int64 and rec.positions.dtype == np.float64
     assert (rec.charge, rec.multiplicity) == (-1, 2) and isinstance(rec.charge, int)

@@ -40,13 +40,18 @@ def read_all(source: SourceConfig) -> tuple[list[Chunk], list[Record], list[Reco
 
 
 def by_id(records: list[Record]) -> dict[str, Record]:
-    out = {r.id: r for r in records}
+    """Records by the location part of their id, `<dataset>/<location>` (checked here)."""
+    out = {}
+    for r in records:
+        dataset, _, location = r.id.partition("/")
+        assert dataset == r.dataset, r.id
+        out[location] = r
     assert len(out) == len(records), "record ids must be unique"
     return out
 
 
 def index_of(record: Record) -> int:
-    """The structure index in a record id '<file>:<key>:<index>'."""
+    """The structure index in a record id '<dataset>/<file>:<key>:<index>'."""
     return int(record.id.rsplit(":", 1)[1])
 
 

@@ -44,7 +44,7 @@ def test_aspirin_extxyz_kcal_mol():
     frames = ase.io.read(path, index=":")
     for i in (0, 7, 14):
         rec = records[i]
-        assert rec.id == f"aspirin.xyz:frame:{i}"
+        assert rec.id == f"src/aspirin.xyz:frame:{i}"
         assert rec.labels["pbe+vdw-ts"].energy == pytest.approx(frames[i].get_potential_energy() * KCAL_MOL, rel=RTOL)
         np.testing.assert_allclose(rec.labels["pbe+vdw-ts"].forces, frames[i].get_forces() * KCAL_MOL, rtol=1e-6)
 
@@ -80,7 +80,7 @@ def test_qm9_ase_db_data_keys():
         rows = list(db.select())
     for i in (0, 13, 19):
         rec, row = records[i], rows[i]
-        assert rec.id == f"test_qm9.db:frame:{i}"
+        assert rec.id == f"src/test_qm9.db:frame:{i}"
         np.testing.assert_array_equal(rec.numbers, row.numbers)
         assert rec.labels["b3lyp/6-31g(2df,p)"].energy == pytest.approx(row.data["energy_U0"] * HARTREE, rel=RTOL)
 

@@ -135,7 +135,7 @@ def test_groups_padding_charge_cell(tmp_path, ethanol_mf):
             out[f"{g}/periodic"] = np.array([True, True, False])
         out["not_a_molecule/other"] = np.zeros(3)
     options = {"numbers": "numbers", "positions": "xyz", "groups": "mol_*", "charge": "q", "multiplicity": 1,
-               "cell": "box", "pbc": "periodic"}  # fmt: skip
+               "cell": "box", "pbc": "periodic", "padding": True}  # fmt: skip
     levels = {"gfn2-xtb": {"energy": "E", "forces": "F"}}
     chunks, records, errors = read_all(generic(path, levels, options, chunk_size=3))
     assert not errors and len(records) == 10
@@ -177,8 +177,8 @@ def defects(tmp_path, ethanol_mf):
     with h5py.File(real, "r") as f:
         z, pos, e, fr = (f[k][()] for k in ("atomic_numbers", "positions", "xtb_gfn2/energy", "xtb_gfn2/forces"))
     numbers = np.tile(z, (10, 1))
-    numbers[2, 0], numbers[3, 1], numbers[4, 2] = 200, -3, 0  # Z=0 in per-row numbers = padding, not an error
-    numbers[5] = 0  # all padding: empty structure
+    numbers[2, 0], numbers[3, 1], numbers[4, 2] = 200, -3, 0  # Z=0: an error unless padding is declared
+    numbers[5] = 0  # all zero: an error, or with declared padding an empty structure
     pos, e, fr = pos[:10].copy(), e[:10].copy(), fr[:10].copy()
     e[1] = -np.inf
     pos[6, 1] = pos[6, 0] + [0.0, 0.05, 0.0]
@@ -195,20 +195,30 @@ def test_defects_are_record_errors(defects):
     options = {"numbers": "numbers", "positions": "positions"}
     _, records, errors = read_all(generic(defects, {"x": {"energy": "e", "forces": "f"}}, options))
     reasons = {i: err.reason for (_, i), err in errors_at(errors).items()}
-    assert reasons == {
+    expected = {
         1: "non_finite_energy",
         2: "bad_atomic_number",
         3: "bad_atomic_number",
-        5: "empty_structure",
+        4: "bad_atomic_number",  # a Z=0 never deletes an atom silently
+        5: "bad_atomic_number",
         6: "atoms_too_close",
         7: "partial_nan_forces",
         8: "non_finite_positions",
     }
+    assert reasons == expected
     for err in errors:
         assert_names(err, defects, "positions", err.index)
-    assert "[200]" in str(errors[1]) and "[-3]" in str(errors[2])
-    assert {index_of(r) for r in records} == {0, 4, 9}
-    assert by_id(records)["defects.h5:positions:4"].n_atoms == 8  # its Z=0 atom was padding
+    assert "[200]" in str(errors[1]) and "[-3]" in str(errors[2]) and "[0]" in str(errors[3])
+    assert {index_of(r) for r in records} == {0, 9}
+
+    # declared padding: Z=0 entries are dropped with their atoms
+    padded = {**options, "padding": True}
+    _, records, errors = read_all(generic(defects, {"x": {"energy": "e", "forces": "f"}}, padded))
+    reasons = {i: err.reason for (_, i), err in errors_at(errors).items()}
+    assert reasons == {**{k: v for k, v in expected.items() if k != 4}, 5: "empty_structure"}
+    assert by_id(records)["defects.h5:positions:4"].n_atoms == 8
+    with pytest.raises(SourceError, match="option 'padding' must be true or false"):
+        plan(generic(defects, {"x": {"energy": "e"}}, {**options, "padding": "yes"}))
 
     # forces with the wrong atom count: one error per record, naming the level
     _, records, errors = read_all(generic(defects, {"x": {"energy": "e", "forces": "f_bad"}}, options))

@@ -101,7 +101,7 @@ def test_ani2x_per_conformer_species():
     assert len({tuple(r.numbers) for r in records}) == 10  # 10 different diatomics
     for i in (0, 1234, 5705):
         rec = records[i]
-        assert rec.id == f"ani2x_minimal.hdf5:002:{i}"
+        assert rec.id == f"src/ani2x_minimal.hdf5:002:{i}"
         np.testing.assert_array_equal(rec.numbers, species[i])
         np.testing.assert_allclose(rec.positions, coords[i], rtol=1e-7)
         assert rec.labels["wb97x/6-31g*"].energy == pytest.approx(energies[i] * HARTREE, rel=RTOL)
@@ -242,7 +242,7 @@ def test_defects_are_record_errors_naming_file_key_index(defects):
     assert len(records) == 3 * 10 + 2 - len(expected)
     # a level key present in some groups only: those records carry it, the others lack it
     with_cc = {r.id for r in records if "ccsd(t)/cbs" in r.labels}
-    assert with_cc == {"ani_defects.h5:only_here:0"}  # conformers 1, 2 are NaN in the original
+    assert with_cc == {"src/ani_defects.h5:only_here:0"}  # conformers 1, 2 are NaN in the original
 
 
 def test_level_key_absent_from_file_is_a_source_error(tmp_path):

@@ -39,7 +39,7 @@ def test_real_file_kcal_mol():
     data = np.load(path, allow_pickle=False)
     for i in (0, 399, 400, 999):
         rec = records[i]
-        assert rec.id == f"ethanol_ccsd_t-train.npz:R:{i}"
+        assert rec.id == f"src/ethanol_ccsd_t-train.npz:R:{i}"
         lab = rec.labels["ccsd(t)/cc-pvtz"]
         assert lab.energy == pytest.approx(data["E"][i, 0] * KCAL_MOL, rel=RTOL)
         np.testing.assert_allclose(lab.forces, data["F"][i] * KCAL_MOL, rtol=1e-6)
