@@ -7,6 +7,7 @@ import hashlib
 import msgpack
 import numpy as np
 
+from polyfid.data_shards.errors import PolyfidDataError
 from polyfid.data_shards.record import LevelLabels, Record
 
 SAMPLE_EXTENSION = "msgpack"
@@ -44,11 +45,25 @@ def encode(record: Record) -> bytes:
     return msgpack.packb(doc, use_bin_type=True)
 
 
+class CodecError(PolyfidDataError, ValueError):
+    """Bytes that are not a sample this codec wrote (the shard's checksum passed: a foreign or tampered shard)."""
+
+
 def decode(data: bytes) -> Record:
-    """Inverse of :func:`encode` (arrays are read-only views on the message bytes)."""
+    """Inverse of :func:`encode` (arrays are read-only views on the message bytes); `CodecError` otherwise."""
+    try:
+        return _decode(data)
+    except CodecError:
+        raise
+    except Exception as exc:  # msgpack, shape, type and key errors of bytes this codec did not write
+        raise CodecError(f"sample does not decode: {type(exc).__name__}: {exc}") from None
+
+
+def _decode(data: bytes) -> Record:
     doc = msgpack.unpackb(data, raw=False)
-    if doc.get("v") != CODEC_VERSION:
-        raise ValueError(f"unsupported sample codec version {doc.get('v')!r} (this polyfid reads {CODEC_VERSION})")
+    if not isinstance(doc, dict) or doc.get("v") != CODEC_VERSION:
+        version = doc.get("v") if isinstance(doc, dict) else None
+        raise CodecError(f"sample does not decode: codec version {version!r} (this polyfid reads {CODEC_VERSION})")
     numbers = np.frombuffer(doc["z"], dtype=np.uint8)
     n = numbers.shape[0]
     labels = {

@@ -163,8 +163,8 @@ def load_build_config(path: str | Path) -> BuildConfig:
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SourceError(str(path), f"cannot read config: {exc}") from exc
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise SourceError(str(path), f"cannot read config: {' '.join(str(exc).split())}") from exc
     if not isinstance(raw, dict):
         raise SourceError(str(path), "config must be a mapping with a 'sources' list")
     return validate_config({**raw, "base_dir": path.resolve().parent}, str(path), BuildConfig)

@@ -36,3 +36,16 @@ def demo_shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "shards"
     build_shards(load_build_config(sources), out, progress=False)
     return out
+
+
+def _hypothesis_profile() -> None:
+    """Fuzzing budget: a fixed, bounded run in CI (no per-example deadline: 2-core machines are noisy)."""
+    from hypothesis import HealthCheck, settings
+
+    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+    settings.register_profile("polyfid", max_examples=60, derandomize=True, **common)  # CI: fixed, bounded
+    settings.register_profile("deep", max_examples=1000, **common)  # POLYFID_HYPOTHESIS_PROFILE=deep: hunt
+    settings.load_profile(os.environ.get("POLYFID_HYPOTHESIS_PROFILE", "polyfid"))
+
+
+_hypothesis_profile()
