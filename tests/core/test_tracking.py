@@ -51,3 +51,25 @@ def test_server_down_warns_and_keeps_local_logs(tmp_path, monkeypatch):
     assert read_metrics(t.metrics_path) == [
         {"step": 1, "time": read_metrics(t.metrics_path)[0]["time"], "train/loss": 1.0}
     ]
+
+
+def test_artefact_roots_never_follow_the_working_directory_or_the_first_run(tmp_path, monkeypatch):
+    """The Default experiment of a new store used to root its artefacts in the cwd (Ray's session folder for a
+    worker), and a shared store's experiment in the folder of whichever run created it."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path.parent)
+    own = Tracker(TrackingSection(system_metrics=False), tmp_path / "own")
+    own.start("run", {}, {})
+    own.end()
+    default = MlflowClient(own.uri).get_experiment("0").artifact_location
+    assert default.startswith((tmp_path / "own" / "mlartifacts").resolve().as_uri())
+
+    shared = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
+    (tmp_path / "shared").mkdir()
+    for name in ("first", "second"):
+        t = Tracker(TrackingSection(mlflow_uri=shared, system_metrics=False), tmp_path / name)
+        t.start(name, {}, {})
+        t.end()
+    experiment = MlflowClient(shared).get_experiment_by_name("polyfid-pretrain")
+    assert experiment.artifact_location == (tmp_path / "shared" / "mlartifacts").resolve().as_uri()
