@@ -22,7 +22,14 @@ from polyfid.core.config import validate_config
 from polyfid.core.errors import PolyfidError
 from polyfid.data_shards.stream.catalog import ShardCatalog
 from polyfid.pretrain.config import PretrainConfig
-from polyfid.pretrain.runtime import WARNINGS_FILE, RunContext, prepare_deepspeed, relay_warnings
+from polyfid.pretrain.runtime import (
+    WARNINGS_FILE,
+    RunContext,
+    claim_run,
+    prepare_deepspeed,
+    read_owner,
+    relay_warnings,
+)
 from polyfid.pretrain.strategies import build_strategy
 from polyfid.pretrain.trainer import STOP_FILE, train
 
@@ -39,15 +46,17 @@ def run_rank(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
     ctx = RunContext.from_env(cfg.scaling.use_gpu, cfg.run_dir, cfg.schedule.keep_checkpoints)
     if ctx.is_main:
         (cfg.run_dir / STOP_FILE).unlink(missing_ok=True)
+        claim_run(cfg.run_dir)
     ctx.barrier()
+    ctx.owner = read_owner(cfg.run_dir).get("token", "")
     return _checked(train(cfg, ctx, show_progress))
 
 
 def ray_worker(config: dict[str, Any]) -> None:
-    """Ray Train's per-worker entry point."""
-    cfg = validate_config(config, "train_loop_config", PretrainConfig)
+    """Ray Train's per-worker entry point: `config` holds the run's config and its owner token."""
+    cfg = validate_config(config["config"], "train_loop_config", PretrainConfig)
     prepare_deepspeed(cfg.scaling.use_gpu)
-    ctx = RunContext.from_ray(cfg.scaling.use_gpu)
+    ctx = RunContext.from_ray(cfg.scaling.use_gpu, config["owner"])
     with relay_warnings(cfg.run_dir / WARNINGS_FILE) if ctx.is_main else contextlib.nullcontext():
         train(cfg, ctx)
 
@@ -61,7 +70,7 @@ def run_ray(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
 
     s = cfg.scaling
     build_strategy(cfg, ShardCatalog.open(cfg.data.shard_dirs))  # config vs shards errors here, not in every worker
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    owner = claim_run(cfg.run_dir)
     (cfg.run_dir / STOP_FILE).unlink(missing_ok=True)
     for stale in ("progress.json", "result.json", WARNINGS_FILE):
         (cfg.run_dir / stale).unlink(missing_ok=True)
@@ -76,7 +85,7 @@ def run_ray(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
                      log_to_driver=False)  # fmt: skip
     trainer = TorchTrainer(
         ray_worker,
-        train_loop_config=cfg.model_dump(mode="json"),
+        train_loop_config={"config": cfg.model_dump(mode="json"), "owner": owner},
         scaling_config=ScalingConfig(
             num_workers=s.num_workers,
             use_gpu=s.use_gpu,

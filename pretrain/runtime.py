@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
+import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from polyfid.core.atomic import atomic_write_bytes
 from polyfid.pretrain.checkpoints import CheckpointStore, FolderStore, RayStore
 
 
@@ -27,6 +31,7 @@ def prepare_deepspeed(use_gpu: bool) -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
+OWNER_FILE = "owner.json"  # in the run directory: the token of the launch that owns it now
 WARNINGS_FILE = "warnings.log"  # in the run directory: rank 0's warnings, one per line, printed by the Ray driver
 
 
@@ -49,6 +54,44 @@ def relay_warnings(path: Path) -> Iterator[None]:
         warnings.showwarning = previous
 
 
+def claim_run(run_dir: Path) -> str:
+    """Make this launch the run directory's owner; returns its token. Workers of an earlier launch (a driver
+    SIGKILLed while its Ray workers lived on, or a second command on the same run directory) see the new token at
+    their next step and stop without writing anything."""
+    previous = read_owner(run_dir)
+    if previous.get("host") == socket.gethostname() and _alive(previous.get("pid")) and previous["pid"] != os.getpid():
+        warnings.warn(
+            f"{run_dir}: polyfid (pid {previous['pid']}) was running in this run directory; its workers stop at their "
+            "next step and this launch takes over",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    token = uuid.uuid4().hex
+    owner = {"token": token, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / OWNER_FILE, json.dumps(owner).encode())
+    return token
+
+
+def read_owner(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class RunContext:
     rank: int
@@ -58,13 +101,14 @@ class RunContext:
     store: CheckpointStore
     launcher: str  # "ray" | "torchrun"
     node: str = ""  # Ray node id, or the host name
+    owner: str = ""  # the token of the launch this process belongs to (see `claim_run`); "" = no check
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     @classmethod
-    def from_ray(cls, use_gpu: bool) -> RunContext:
+    def from_ray(cls, use_gpu: bool, owner: str) -> RunContext:
         """Inside a Ray Train worker (the process group is already up)."""
         import ray.train
 
@@ -72,10 +116,10 @@ class RunContext:
         rank, local = ctx.get_world_rank(), ctx.get_local_rank()
         device = torch.device("cuda", local) if use_gpu else torch.device("cpu")
         node = ray.get_runtime_context().get_node_id()
-        return cls(rank, ctx.get_world_size(), local, device, RayStore(rank), "ray", node)
+        return cls(rank, ctx.get_world_size(), local, device, RayStore(rank), "ray", node, owner)
 
     @classmethod
-    def from_env(cls, use_gpu: bool, run_dir: Path, keep: int) -> RunContext:
+    def from_env(cls, use_gpu: bool, run_dir: Path, keep: int, owner: str = "") -> RunContext:
         """Launched by torchrun / the deepspeed launcher / srun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*):
         starts the process group (NCCL on GPU, gloo on CPU); a lone process without those variables is rank 0 of 1."""
         import deepspeed
@@ -93,7 +137,7 @@ class RunContext:
             deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
         device = torch.device("cuda", local) if use_gpu else torch.device("cpu")
         store = FolderStore(run_dir / "checkpoints", keep, rank)
-        return cls(rank, world, local, device, store, "torchrun", socket.gethostname())
+        return cls(rank, world, local, device, store, "torchrun", socket.gethostname(), owner)
 
     def all_reduce(self, tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
         """In-place all-reduce on the context's device (a no-op for one rank)."""

@@ -31,7 +31,7 @@ from polyfid.pretrain.config import PretrainConfig
 from polyfid.pretrain.data import TaskStream, epoch_batches, stream_config
 from polyfid.pretrain.engine import TrainingObjective, build_polyfid_model, initialize_engine, master_weights
 from polyfid.pretrain.losses import STAT_FIELDS, HeadTargets, metrics_from_stats
-from polyfid.pretrain.runtime import RunContext
+from polyfid.pretrain.runtime import RunContext, read_owner
 from polyfid.pretrain.schedule import LRSchedule
 from polyfid.pretrain.strategies import build_strategy
 
@@ -99,9 +99,11 @@ class Trainer:
         bar = tqdm(total=cfg.optim.max_steps, initial=self.step, desc="pretrain", disable=not self.show_progress)
         try:
             while self.step < cfg.optim.max_steps:
-                if self._at_boundary() and self.ctx.any(self._stop_wanted())[0]:
-                    status = "preempted"
-                    break
+                if self._at_boundary():
+                    stop, superseded = self.ctx.any(self._stop_wanted(), self._superseded())
+                    if stop or superseded:
+                        status = "superseded" if superseded else "preempted"
+                        break
                 self._train_step()
                 bar.update(1)
                 if self.step % cfg.schedule.log_every == 0:
@@ -125,6 +127,10 @@ class Trainer:
 
     def _stop_wanted(self) -> bool:
         return self.stop_requested or (self.run_dir / STOP_FILE).exists()
+
+    def _superseded(self) -> bool:
+        """A later launch claimed the run directory (rank 0 reads its owner token; `claim_run`)."""
+        return bool(self.ctx.owner) and self.ctx.is_main and read_owner(self.run_dir).get("token") != self.ctx.owner
 
     def _train_step(self) -> None:
         """One optimiser step (grad_accum micro-batches) on the task the strategy gives, which acts around it."""
@@ -282,6 +288,10 @@ class Trainer:
 
     # ----- the end -----
     def _finish(self, status: str, reason: str) -> dict[str, Any]:
+        if status == "superseded":  # the run directory belongs to a later launch now: write nothing
+            if self.ctx.is_main:
+                print(f"polyfid: {self.run_dir} was taken over by a later launch; this one stops", flush=True)
+            return {"status": status, "step": self.step}
         result: dict[str, Any] = {
             "status": status,
             "step": self.step,

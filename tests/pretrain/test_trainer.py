@@ -95,6 +95,22 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(demo_shards, tmp_path):
     assert f"at step {res['step']}" in out.stdout and result(run_dir)["status"] == "finished"
 
 
+def test_a_second_launch_on_the_same_run_directory_takes_over(demo_shards, tmp_path):
+    """Two commands on one run directory (or workers a SIGKILLed Ray driver left behind) must not both write it:
+    the later launch claims it and the earlier one stops at its next step, writing nothing more."""
+    run_dir = tmp_path / "twice"
+    config = write_config(run_dir, demo_shards, optim={"max_steps": 5000}, schedule={"checkpoint_every": 1000})
+    first = subprocess.Popen(pretrain_cmd(config), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (run_dir / "progress.json").exists(), first, 240)
+    second = run(pretrain_cmd(config, "--set", "optim.max_steps=20", "--set", "schedule.checkpoint_every=10"))
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 0 and "was taken over by a later launch" in out, out[-2000:]
+    assert "was running in this run directory" in second.stderr
+    res = result(run_dir)
+    assert res["status"] == "finished" and res["step"] == 20 and res["resumed_from"] is None, res
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-000000010", "step-000000020"]
+
+
 def test_non_finite_losses_are_skipped_then_abort_with_a_clear_message(demo_shards, tmp_path):
     """A learning rate far too large drives the loss to inf/NaN: skipped, counted, then the run aborts (exit 1)."""
     run_dir = tmp_path / "nan"
