@@ -37,13 +37,15 @@ WARNINGS_FILE = "warnings.log"  # in the run directory: rank 0's warnings, one p
 
 @contextlib.contextmanager
 def relay_warnings(path: Path) -> Iterator[None]:
-    """Python warnings raised here are also appended to `path`: under Ray a worker's stderr goes only to Ray's
-    session logs, so the driver prints this file instead (e.g. a tracking server that is down)."""
+    """polyfid's warnings and every RuntimeWarning raised here are also appended to `path`: under Ray a worker's
+    stderr goes only to Ray's session logs, so the driver prints this file instead (e.g. a tracking server that
+    is down)."""
     previous = warnings.showwarning
 
     def show(message: Any, category: type[Warning], filename: str, lineno: int, *rest: Any) -> None:
-        with open(path, "a") as fh:
-            fh.write(f"{category.__name__}: {' '.join(str(message).split())}\n")
+        if issubclass(category, RuntimeWarning) or "polyfid" in Path(filename).parts:  # not libraries' chatter
+            with open(path, "a") as fh:
+                fh.write(f"{category.__name__}: {' '.join(str(message).split())}\n")
         previous(message, category, filename, lineno, *rest)
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -167,14 +167,16 @@ class Tracker:
         signature = ModelSignature(params=ParamSchema([ParamSpec("level", "string", "")]))
 
         def _register() -> str:
-            info = mlflow.pyfunc.log_model(
-                signature=signature,
-                name="model",
-                python_model=str(python_model),
-                artifacts={"package": str(package)},
-                registered_model_name=name,
-                pip_requirements=["polyfid", "torch", "ase", "numpy", "pandas"],
-            )
+            with warnings.catch_warnings():  # MLflow's advice on type hints and input examples does not apply
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
+                info = mlflow.pyfunc.log_model(
+                    signature=signature,
+                    name="model",
+                    python_model=str(python_model),
+                    artifacts={"package": str(package)},
+                    registered_model_name=name,
+                    pip_requirements=["polyfid", "torch", "ase", "numpy", "pandas"],
+                )
             version = str(info.registered_model_version)
             client = MlflowClient(self.uri)
             for key, value in tags.items():
