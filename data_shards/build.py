@@ -191,7 +191,6 @@ def _run_chunks(
     out: Path,
     on_error: OnError,
     progress: bool,
-    stall_s: float = STALL_S,
 ) -> dict[str, dict]:
     """Markers by chunk key, reusing valid ones and running the rest as Ray tasks with a progress bar."""
     import ray
@@ -212,10 +211,10 @@ def _run_chunks(
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT_S)
             if not done:  # a lost Ray (dead GCS) would otherwise block here forever
-                if time.monotonic() - last_done > stall_s:
+                if time.monotonic() - last_done > STALL_S:
                     names = ", ".join(sorted(_chunk_key(c) for c in pending.values())[:5])
                     raise PolyfidDataError(
-                        f"shard build stalled: no chunk finished in {stall_s:.0f} s ({len(pending)} pending: {names}); "
+                        f"shard build stalled: no chunk finished in {STALL_S:.0f} s ({len(pending)} pending: {names}); "
                         "re-run the same command to resume"
                     )
                 continue
