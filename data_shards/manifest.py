@@ -54,6 +54,7 @@ class LevelStats:
     force_rms: float | None
     datasets: list[str] = field(default_factory=list)
     e0_rank: int | None = None
+    sums: dict | None = None  # the least-squares sufficient statistics: folders merge them exactly (None: older)
 
     @property
     def e0_determined(self) -> bool:

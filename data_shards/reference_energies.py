@@ -32,6 +32,7 @@ class E0Fit:
     e0: np.ndarray
     rank: int
     null_space: np.ndarray
+    prior: np.ndarray | None = None  # the E0 kept along the undetermined directions (None: zero)
 
     @property
     def determined(self) -> np.ndarray:
@@ -51,18 +52,24 @@ class E0Fit:
         return out
 
 
-def fit_e0(design: np.ndarray, target: np.ndarray) -> E0Fit:
-    """E0 as the minimum-norm least-squares solution of `design @ E0 ~ target`, where `design` holds per-structure
-    element counts C and `target` the energies E, or, when only sums are kept (the streamed shard build), the
-    normal equations C^T C and C^T E: both systems have the same minimum-norm solution and the same undetermined
-    directions (the null space of C)."""
+def fit_e0(design: np.ndarray, target: np.ndarray, prior: np.ndarray | None = None) -> E0Fit:
+    """E0 = prior + the minimum-norm least-squares solution of `design @ dE0 ~ target - design @ prior`, where
+    `design` holds per-structure element counts C and `target` the energies E, or, when only sums are kept (the
+    streamed shard build), the normal equations C^T C and C^T E: both systems have the same minimum-norm solution
+    and the same undetermined directions (the null space of C).
+
+    The minimum-norm correction lies in the row space of C: E0 moves only along the composition directions the
+    data determines and keeps `prior` (default zero) in every other one. A fine-tune on one molecule therefore
+    keeps the pretrained head's E0 for every composition it never saw, instead of a minimum-norm E0 valid only
+    for that molecule's stoichiometry."""
     design, target = np.asarray(design, dtype=np.float64), np.asarray(target, dtype=np.float64)
     k = design.shape[1]
+    base = np.zeros(k) if prior is None else np.asarray(prior, dtype=np.float64)
     if design.size == 0 or not np.any(design):
-        return E0Fit(np.zeros(k), 0, np.eye(k))
-    e0, _, rank, _ = np.linalg.lstsq(design, target, rcond=None)
+        return E0Fit(base.copy(), 0, np.eye(k), prior)
+    delta, _, rank, _ = np.linalg.lstsq(design, target - design @ base, rcond=None)
     null = np.linalg.svd(design)[2][rank:]  # right singular vectors beyond the rank
-    return E0Fit(e0, int(rank), null)
+    return E0Fit(base + delta, int(rank), null, prior)
 
 
 @dataclass
@@ -151,6 +158,7 @@ class LevelAccumulator:
             force_rms=float(np.sqrt(self.f2 / self.n_force_components)) if self.n_force_components else None,
             datasets=sorted(datasets),
             e0_rank=int(rank),
+            sums=self.to_dict(),
         )
 
     def to_dict(self) -> dict:
@@ -166,6 +174,27 @@ def _aligned(acc: LevelAccumulator, elements: list[int]) -> LevelAccumulator:
     out = LevelAccumulator(**{**acc.__dict__})
     out._grow(elements)
     return out
+
+
+def merge_level_stats(parts: Sequence[LevelStats]) -> LevelStats:
+    """One level's statistics over several shard folders: the exact least-squares E0 of their merged sufficient
+    statistics. Folders written before the sums were kept: each element's E0 from the folder with the most
+    energies holding it (not a joint fit, but no element of any folder is left at E0 = 0)."""
+    if len(parts) == 1:
+        return parts[0]
+    datasets = sorted({d for p in parts for d in p.datasets})
+    if all(p.sums is not None for p in parts):
+        acc = LevelAccumulator()
+        for p in parts:
+            acc.merge(LevelAccumulator.from_dict(p.sums))
+        return acc.fit(datasets)
+    ranked = sorted(parts, key=lambda p: p.n_energy)  # the largest folder last: it wins each element
+    base = ranked[-1]
+    e0 = {z: v for p in ranked for z, v in p.e0.items()}
+    return LevelStats(e0=e0, n_energy=sum(p.n_energy for p in parts), n_forces=sum(p.n_forces for p in parts),
+                      residual_per_atom_mean=base.residual_per_atom_mean,
+                      residual_per_atom_std=base.residual_per_atom_std, force_rms=base.force_rms,
+                      datasets=datasets, e0_rank=None)  # fmt: skip
 
 
 def accumulate(records: list[Record]) -> dict[str, LevelAccumulator]:

@@ -71,6 +71,11 @@ class FinetuneConfig(Section):
         default=None,
         description="target head start: null fresh, 'linear' the linear baseline's ridge weights, or a head to copy",
     )
+    e0_prior: LevelName | None = Field(
+        default=None,
+        description="head whose E0 the target's E0 refit corrects (kept along compositions the target leaves "
+        "undetermined); null: the target's own head, else the head head_init copies, else zero",
+    )
     strategy: Literal["full", "head", "freeze"] = Field(
         default="full", description="what trains: everything, the heads, or all but the first freeze_blocks blocks"
     )

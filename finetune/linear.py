@@ -56,9 +56,12 @@ class LinearBaseline:
         return energy
 
 
-def fit_counts(counts: np.ndarray, energy: np.ndarray, elements: Sequence[int]) -> LinearBaseline:
-    """Per-element energies by least squares (minimum norm where element counts are collinear)."""
-    e0 = fit_e0(counts, energy).e0
+def fit_counts(
+    counts: np.ndarray, energy: np.ndarray, elements: Sequence[int], prior: np.ndarray | None = None
+) -> LinearBaseline:
+    """Per-element energies by least squares, kept at `prior` along the composition directions the data leaves
+    undetermined (`fit_e0`)."""
+    e0 = fit_e0(counts, energy, prior).e0
     zeros = np.zeros(0)
     return LinearBaseline(list(elements), e0, zeros, zeros, zeros, None, None)
 
@@ -79,11 +82,13 @@ def fit_linear(
     folds: int = 5,
     seed: int = 0,
     alphas: Sequence[float] = ALPHAS,
+    prior: np.ndarray | None = None,
 ) -> LinearBaseline:
-    """E0 on counts, then ridge of the residual on standardised features; alpha by k-fold CV RMSE."""
+    """E0 on counts (a correction to `prior`), then ridge of the residual on standardised features; alpha by
+    k-fold CV RMSE."""
     if len(energy) < 4:
         raise ConfigError(f"the linear baseline needs at least 4 structures with energies, got {len(energy)}")
-    base = fit_counts(counts, energy, elements)
+    base = fit_counts(counts, energy, elements, prior)
     residual = energy - counts @ base.e0
     mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-12
     x = (features - mean) / scale
@@ -94,7 +99,7 @@ def fit_linear(
     for f in range(k):
         train, test = fold_of != f, fold_of == f
         # E0 refitted inside the fold too, so the CV error is that of the whole procedure
-        e0 = fit_e0(counts[train], energy[train]).e0
+        e0 = fit_e0(counts[train], energy[train], prior).e0
         r_train = energy[train] - counts[train] @ e0
         r_test = energy[test] - counts[test] @ e0
         for a, w in enumerate(_ridge_path(x[train], r_train, alphas)):
@@ -105,11 +110,13 @@ def fit_linear(
     return LinearBaseline(list(elements), base.e0, mean, scale, w, float(alphas[best]), cv_rmse)
 
 
-def fit_structures(model: PolyfidModel, batch: Batch, level_index: int, seed: int = 0) -> LinearBaseline:
+def fit_structures(
+    model: PolyfidModel, batch: Batch, level_index: int, seed: int = 0, prior: np.ndarray | None = None
+) -> LinearBaseline:
     """`fit_linear` on a batch's energies at one level, with the model's frozen summed features."""
     elements = model.backbone.elements
     counts, features = element_counts(batch, elements), structure_features(model, batch)
-    return fit_linear(counts, features, batch.energy[:, level_index].numpy(), elements, seed=seed)
+    return fit_linear(counts, features, batch.energy[:, level_index].numpy(), elements, seed=seed, prior=prior)
 
 
 def load_into_head(fit: LinearBaseline, head: EnergyHead) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from polyfid.core.errors import ConfigError
@@ -106,15 +107,27 @@ def load_target(cfg: FinetuneConfig) -> TargetData:
     return TargetData(plan, train, val, test, fit, plan.level_names.index(t.level))
 
 
-def refit_e0(model: PolyfidModel, level: str, batch: Batch, level_index: int) -> E0Fit:
-    """Least-squares E0 of the head on the batch's energies minus the head's current network energy; returns the
-    fit (which element directions the compositions determine)."""
+def e0_prior(model: PolyfidModel, cfg: FinetuneConfig) -> tuple[np.ndarray | None, str]:
+    """(E0 the target level's refit corrects, which head it is from): `cfg.e0_prior`, else the target's own head,
+    else the head `head_init` copies; (None, "zero") when there is none (a fresh head from scratch)."""
+    copied = cfg.head_init if cfg.head_init not in (None, LINEAR_INIT) else None
+    name = cfg.e0_prior or next((h for h in (cfg.target.level, copied) if h in model.head_names), None)
+    if name is None:
+        return None, "zero"
+    if name not in model.head_names:
+        raise ConfigError(f"e0_prior {name!r} is not a head of the source model (heads: {model.head_names})")
+    return model.heads[name].e0.detach().double().numpy().copy(), name
+
+
+def refit_e0(model: PolyfidModel, level: str, batch: Batch, level_index: int, prior: np.ndarray | None = None) -> E0Fit:
+    """E0 of the head by least squares on the batch's energies minus the head's network energy, as a correction to
+    `prior` along the composition directions the batch determines (`fit_e0`); returns the fit."""
     with torch.no_grad():
         head = model.heads[level]
         head.e0.zero_()
         net = model(batch, [level], compute_forces=False).energy[:, 0].double().numpy()
     counts = element_counts(batch, model.backbone.elements)
-    fit = fit_e0(counts, batch.energy[:, level_index].numpy() - net)
+    fit = fit_e0(counts, batch.energy[:, level_index].numpy() - net, prior)
     head.e0.copy_(torch.from_numpy(fit.e0))
     return fit
 
@@ -186,17 +199,24 @@ def finetune(
     linear baseline already fitted on this model and train set (head_init=linear fits it when not given)."""
     level, h = cfg.target.level, data.level_index
     torch.manual_seed(cfg.seed)
+    prior, prior_name = e0_prior(model, cfg)
+    priors = {level: (prior, prior_name)}  # auxiliary levels: their own pretrained E0 (zero for a new head)
+    for aux in cfg.auxiliary:
+        own = aux.level in model.head_names
+        priors[aux.level] = (model.heads[aux.level].e0.double().numpy().copy(), aux.level) if own else (None, "zero")
     init = prepare_model(model, cfg)
     targets = fitted_levels(cfg, data.plan)
     if cfg.head_init == LINEAR_INIT:  # linear probing, then fine-tuning: step 0 is the linear baseline
-        linear = linear or fit_structures(model, data.plan.collate(data.train), h, cfg.seed)
+        linear = linear or fit_structures(model, data.plan.collate(data.train), h, cfg.seed, prior)
         load_into_head(linear, model.heads[level])
     e0_fits = {}  # E0 by least squares before any step, on the energies each level is allowed to fit
     for t in targets:
         with_energy = [r for r in data.fit if _has_label(r, t.name)]
         if with_energy:
-            fit = refit_e0(model, t.name, data.plan.collate(with_energy), t.level_index)
-            e0_fits[t.name] = {"rank": fit.rank, "undetermined": fit.undetermined(model.backbone.elements)}
+            start, source = priors[t.name]
+            fit = refit_e0(model, t.name, data.plan.collate(with_energy), t.level_index, start)
+            e0_fits[t.name] = {"rank": fit.rank, "prior": source,
+                               "kept_from_prior": fit.undetermined(model.backbone.elements)}  # fmt: skip
     val = data.batches(data.val or data.train, cfg.target.max_atoms)
     step0 = energy_errors(model, val, level, h)
     params = [p for p in model.parameters() if p.requires_grad]

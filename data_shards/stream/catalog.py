@@ -10,6 +10,7 @@ from pathlib import Path
 from polyfid.core.errors import ConfigError
 from polyfid.data_shards.errors import PolyfidDataError, ShardCorruptedError
 from polyfid.data_shards.manifest import MANIFEST_NAME, LevelStats, Manifest
+from polyfid.data_shards.reference_energies import merge_level_stats
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class ShardCatalog:
     level_names: list[str]
     dataset_names: list[str]
     elements: list[int]
-    level_stats: dict[str, LevelStats]  # per level, from the folder with most energies of it
+    level_stats: dict[str, LevelStats]  # per level, merged over every folder holding it
     samples: dict[tuple[str, str], int]  # (dataset, split) -> structures
     labelled: dict[str, set[str]]  # level -> datasets with train labels (energies or forces) of it
     fingerprint: str
@@ -70,7 +71,7 @@ class ShardCatalog:
         if len(manifests) != len(shard_dirs):
             raise PolyfidDataError(f"a shard folder is listed twice: {[str(d) for d in shard_dirs]}")
         home: dict[str, Path] = {}
-        stats: dict[str, LevelStats] = {}
+        stats: dict[str, list[LevelStats]] = {}
         samples: dict[tuple[str, str], int] = {}
         labelled: dict[str, set[str]] = {}
         for folder, m in manifests.items():
@@ -79,8 +80,7 @@ class ShardCatalog:
                     raise PolyfidDataError(f"dataset {name!r} is in two shard folders: {home[name]} and {folder}")
                 home[name] = folder
             for name, st in m.levels.items():
-                if name not in stats or st.n_energy > stats[name].n_energy:
-                    stats[name] = st
+                stats.setdefault(name, []).append(st)
             for s in m.shards:
                 samples[(s.dataset, s.split)] = samples.get((s.dataset, s.split), 0) + s.n_samples
                 if s.split == "train":
@@ -95,7 +95,7 @@ class ShardCatalog:
             level_names=sorted({n for m in manifests.values() for n in m.level_names}),
             dataset_names=sorted(home),
             elements=sorted({z for m in manifests.values() for z in m.elements}),
-            level_stats=stats,
+            level_stats={name: merge_level_stats(parts) for name, parts in stats.items()},
             samples=samples,
             labelled=labelled,
             fingerprint=digest.hexdigest(),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,29 @@ def test_fit_e0_on_one_composition_says_what_it_cannot_determine():
     assert partial.rank == 3 and partial.determined.tolist() == [True, True, True]
     one_missing = fit_e0(np.array([[2.0, 0, 0], [2.0, 0, 0], [0, 1, 0]]), np.ones(3))
     assert one_missing.determined.tolist() == [True, True, False] and one_missing.e0[2] == 0.0
+
+
+def test_a_level_spread_over_folders_gets_the_joint_fit_of_all_of_them():
+    """Two folders of one level with different elements (S only in one, Cl only in the other): the merged E0 is the
+    joint least-squares fit, and no element is left at 0; older manifests (no sums) take each element from a folder
+    that saw it."""
+    from polyfid.data_shards.reference_energies import LevelAccumulator, merge_level_stats
+
+    rng = np.random.default_rng(0)
+    truth = {1: -13.6, 6: -1030.0, 8: -2040.0, 16: -10830.0, 17: -12500.0}
+    parts, joint = [], LevelAccumulator()
+    for extra in (16, 17):
+        acc = LevelAccumulator()
+        for _ in range(30):
+            numbers = rng.choice([1, 6, 8, extra], size=int(rng.integers(3, 9)))
+            energy = sum(truth[int(z)] for z in numbers) + rng.normal(0, 0.01)
+            acc.add(numbers, energy, None)
+            joint.add(numbers, energy, None)
+        parts.append(acc.fit([f"with-{extra}"]))
+    assert "17" not in parts[0].e0 and "16" not in parts[1].e0
+    merged = merge_level_stats(parts)
+    expected = joint.fit(["with-16", "with-17"])
+    assert merged.e0 == pytest.approx(expected.e0) and merged.datasets == ["with-16", "with-17"]
+    assert merged.e0["16"] == pytest.approx(truth[16], abs=0.1) and merged.e0["17"] == pytest.approx(truth[17], abs=0.1)
+    old = merge_level_stats([replace(p, sums=None) for p in parts])
+    assert set(old.e0) == {"1", "6", "8", "16", "17"} and old.e0["17"] == pytest.approx(truth[17], abs=0.1)
