@@ -1,21 +1,26 @@
-"""Multi-fidelity learning curve (arXiv:2505.01590) and architectures at equal width (arXiv:2503.23515).
+"""Multi-fidelity methods on the anchor protocol of ../shared/notes/science.md, with the trivial baselines beside them.
 
-From one HDF5 file with a high level (energies, plus forces used for scoring and for the E+F reference model) and a
-low level (energies + forces) on the same geometries, models are trained from scratch on N high-level energies:
+Data: ethanol_ccsdt_xtb.h5 (CCSD(T)/cc-pVTZ E+F, GFN2-xTB E+F on 1000 geometries). The split, exactly as the
+reference figures: perm = default_rng(0).permutation(1000); test = perm[:200]; val = perm[200:280]; pool =
+perm[280:]; the N high-level energies are the first N of default_rng(1000).permutation(pool) (nested). Val carries
+high-level energies only to pick the best epoch. HIP-NN 2 interactions x 3 atom layers, 64 features, 20
+sensitivities, soft min 0.75, soft max 5.0, cutoff 5.5 A; Adam 1e-3, 32 structures a batch, 6000 steps, lr halved
+on a val plateau, best-val weights kept. Every model is trained from scratch by polyfid's own fine-tuning loop
+(polyfid.finetune.train.finetune, init=scratch):
 
-  sf_e   single-fidelity, N high-level energies only
-  mf     multi-fidelity: N high-level energies + low-level E+F on every train geometry (a second head)
-  sf_ef  single-fidelity, N high-level energies and forces (the reference the paper says mf comes close to)
+  sf_e      single-fidelity: N high-level energies
+  sf_ef     single-fidelity: N high-level energies and forces (what multi-fidelity should approach)
+  mf        the reference method: a head per level; xTB E+F on the pool + N high-level energies
+  mf_delta  mf with a delta high-level head: the xTB head's network energy + a correction (delta_from)
 
-and scored on held-out high-level energies and forces. Every run is `polyfid finetune` machinery with init=scratch
-(polyfid.finetune.run.starting_model + polyfid.finetune.train.finetune), so the benchmark measures the
-product's own training.
+Trivial baselines on the same test set: xTB forces used as CCSD(T) forces; zero forces; E0-only (mean) energies;
+xTB energies + the mean offset fitted on the N; the linear baseline (E0 + ridge on the untrained network's summed
+features, polyfid.finetune.linear).
 
-    .venv/bin/python benchmarks/bench_multifidelity.py [--sizes 25 50 100 200 400 800] [--seeds 0 1 2]
-        [--models sf_e mf sf_ef] [--backbones hipnn] [--out runs/bench_multifidelity]
+    .venv/bin/python benchmarks/bench_multifidelity.py [--sizes 50 100 400] [--seeds 0 1 2]
+        [--models sf_e sf_ef mf mf_delta] [--steps 6000] [--out runs/bench_multifidelity]
 
-Results go to OUT/results.jsonl (one line per run; a re-run skips finished runs), OUT/summary.md and
-OUT/learning_curve.png. Defaults: ../shared/data/generated/ethanol_ccsdt_xtb.h5 (CCSD(T)/cc-pVTZ, GFN2-xTB).
+Results: OUT/results.jsonl (one line per run; a re-run skips finished runs), OUT/summary.md, OUT/learning_curve.png.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,33 +43,37 @@ from polyfid.core.config import validate_config  # noqa: E402
 from polyfid.core.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
 from polyfid.data_shards.build import build_shards  # noqa: E402
 from polyfid.data_shards.manifest import Manifest  # noqa: E402
+from polyfid.data_shards.record import Record  # noqa: E402
 from polyfid.data_shards.sources import load_build_config  # noqa: E402
+from polyfid.data_shards.stream import StreamConfig, StreamPlan  # noqa: E402
+from polyfid.data_shards.stream.pipeline import record_streams  # noqa: E402
+from polyfid.data_shards.stream.sources import Consumer  # noqa: E402
+from polyfid.data_shards.stream.torch_loader import read_webdataset  # noqa: E402
 from polyfid.finetune.config import FinetuneConfig  # noqa: E402
-from polyfid.finetune.run import starting_model  # noqa: E402
-from polyfid.finetune.train import energy_errors, finetune, load_target  # noqa: E402
-from polyfid.models import build_model  # noqa: E402
+from polyfid.finetune.linear import element_counts, fit_structures, structure_features  # noqa: E402
+from polyfid.finetune.source import fresh_model  # noqa: E402
+from polyfid.finetune.train import TargetData, energy_errors, finetune  # noqa: E402
+from polyfid.models import Hipnn, HipnnConfig, build_model  # noqa: E402
 from polyfid.models.package import load_package, save_package  # noqa: E402
-from polyfid.models.registry import BACKBONES, build_backbone  # noqa: E402
 
-HIGH, LOW = "high", "low"  # level names in the benchmark's shards (the real method names are in the manifest)
-MODELS = {
-    "sf_e": {},
-    "mf": {"auxiliary": [{"level": LOW, "energy_weight": 1.0, "forces_weight": 1.0}]},
-    "sf_ef": {"forces_weight": 1.0},
-}
-WIDTH = {"n_features": 32, "n_sensitivities": 16, "n_interactions": 2, "n_atom_layers": 2, "cutoff": 5.0,
-         "r_soft_max": 5.0}  # fmt: skip
+HIGH, LOW = "high", "low"  # level names in the benchmark's shards
+AUX = [{"level": LOW, "energy_weight": 1.0, "forces_weight": 1.0}]
+MODELS = {"sf_e": {}, "sf_ef": {"forces_weight": 1.0}, "mf": {"auxiliary": AUX},
+          "mf_delta": {"auxiliary": AUX, "delta_from": LOW}}  # fmt: skip
+ARCH = {"n_features": 64, "n_sensitivities": 20, "n_interactions": 2, "n_atom_layers": 3, "cutoff": 5.5,
+        "r_soft_min": 0.75, "r_soft_max": 5.0}  # fmt: skip
+BATCH_ATOMS = 32 * 9
 
 
 def build(args: argparse.Namespace) -> Path:
-    """Shards of the file: both levels, hash split (val/test fractions); reused when already built."""
+    """Shards of the file with both levels, every record in `train` (the benchmark splits by index itself)."""
     shards = args.out / "shards"
     if (shards / "manifest.json").exists():
         return shards
     args.out.mkdir(parents=True, exist_ok=True)
     levels = {HIGH: {"energy": f"{args.high}/energy", "forces": f"{args.high}/forces"},
               LOW: {"energy": f"{args.low}/energy", "forces": f"{args.low}/forces"}}  # fmt: skip
-    sources = {"split": {"val": args.val, "test": args.test},
+    sources = {"split": {"val": 0.0, "test": 0.0},
                "sources": [{"name": "bench", "path": str(args.data.resolve()), "format": "generic_h5",
                             "units": {"energy": "ev", "length": "angstrom"}, "levels": levels,
                             "options": {"numbers": "atomic_numbers", "positions": "positions"}}]}  # fmt: skip
@@ -72,61 +82,123 @@ def build(args: argparse.Namespace) -> Path:
     return shards
 
 
-def architecture(shards: Path, backbone: str, out: Path) -> Path:
-    """An untrained package of the backbone over the shards' elements (init=scratch takes its architecture)."""
-    path = out / f"architecture-{backbone}.pt"
+def anchor_split(shards: Path) -> tuple[StreamPlan, dict[int, Record], dict[str, np.ndarray]]:
+    """Records by their index in the file, and the anchor split's indices."""
+    plan = StreamPlan.from_config(StreamConfig(shard_dirs=[shards], split="train", max_atoms=BATCH_ATOMS))
+    streams = record_streams(plan, "eval", read_webdataset, Consumer(), epoch=0)
+    records = {int(r.id.rsplit(":", 1)[1]): r for s in streams.values() for r in s}
+    perm = np.random.default_rng(0).permutation(len(records))
+    rest = perm[200:]
+    pool = np.sort(rest[80:])
+    split = {"test": np.sort(perm[:200]), "val": np.sort(rest[:80]), "pool": pool,
+             "order": np.random.default_rng(1000).permutation(pool)}  # fmt: skip
+    return plan, records, split
+
+
+def only(record: Record, levels: set[str], forces: bool = True) -> Record:
+    """The record with the labels it may fit (`forces` False drops the high level's forces)."""
+    labels = {lv: lab for lv, lab in record.labels.items() if lv in levels}
+    if not forces and HIGH in labels:
+        labels[HIGH] = replace(labels[HIGH], forces=None)
+    return replace(record, labels=labels)
+
+
+def target_data(plan: StreamPlan, records: dict[int, Record], split: dict, model: str, n: int) -> TargetData:
+    """The N high-level structures (+ the pool's xTB labels for the multi-fidelity models), val and test."""
+    chosen = [int(k) for k in split["order"][:n]]
+    forces = model == "sf_ef"
+    train = [only(records[k], {HIGH}, forces) for k in chosen]
+    fit = list(train)
+    if "auxiliary" in MODELS[model]:
+        mine = set(chosen)
+        fit = [only(records[int(k)], {HIGH, LOW} if int(k) in mine else {LOW}, forces) for k in split["pool"]]
+    val = [only(records[int(k)], {HIGH}, False) for k in split["val"]]
+    test = [records[int(k)] for k in split["test"]]
+    return TargetData(plan, train, val, test, fit, plan.level_names.index(HIGH))
+
+
+def architecture(shards: Path, out: Path) -> Path:
+    path = out / "architecture-hipnn64.pt"
     if not path.exists():
         manifest = Manifest.load(shards)
-        module = build_backbone(backbone, {"elements": manifest.elements, **WIDTH})  # HOP: (n_max, l_max) = (4, 3)
-        save_package(path, build_model(module, {LOW: manifest.levels[LOW]}), provenance={"benchmark": "scratch"})
+        backbone = Hipnn(HipnnConfig(elements=manifest.elements, **ARCH))
+        save_package(path, build_model(backbone, {LOW: manifest.levels[LOW]}), provenance={"benchmark": "scratch"})
     return path
 
 
-def one_run(shards: Path, package_path: Path, model: str, n: int, seed: int, args: argparse.Namespace) -> dict:
-    raw = {"run_dir": str(args.out / "runs" / f"{model}-{n}-{seed}"), "seed": seed, "source": str(package_path),
-           "init": "scratch", "lr": args.lr, "max_epochs": args.epochs, "patience": args.patience,
-           "target": {"shard_dirs": [str(shards)], "level": HIGH, "n_train": n, "max_atoms": 288},
-           **MODELS[model]}  # fmt: skip
+def baselines(plan: StreamPlan, records: dict[int, Record], split: dict, n: int, package: Path) -> dict[str, float]:
+    """Trivial baselines on the test set (meV, meV/A): low-level forces as-is, zero forces, mean energy, xTB energy
+    + offset, and the linear baseline on the untrained network's features."""
+    h, lo = plan.level_names.index(HIGH), plan.level_names.index(LOW)
+    test = plan.collate([records[int(k)] for k in split["test"]])
+    train = plan.collate([records[int(k)] for k in split["order"][:n]])
+    f_high, e_high = test.forces[:, h].numpy(), test.energy[:, h].numpy()
+    offset = (train.energy[:, h] - train.energy[:, lo]).mean().item()
+    net = fresh_model(load_package(package), 0)
+    linear = fit_structures(net, train, h, 0)
+    e_lin = linear.predict(element_counts(test, linear.elements), structure_features(net, test))
+    return {"low_forces_mae": 1000 * float(np.abs(test.forces[:, lo].numpy() - f_high).mean()),
+            "zero_forces_mae": 1000 * float(np.abs(f_high).mean()),
+            "mean_energy_mae": 1000 * float(np.abs(e_high - train.energy[:, h].numpy().mean()).mean()),
+            "low_energy_plus_offset_mae": 1000 * float(np.abs(test.energy[:, lo].numpy() + offset - e_high).mean()),
+            "linear_energy_mae": 1000 * float(np.abs(e_lin - e_high).mean())}  # fmt: skip
+
+
+def one_run(plan, records, split, package: Path, model: str, n: int, seed: int, args) -> dict[str, Any]:
+    raw = {"run_dir": str(args.out / "runs" / f"{model}-{n}-{seed}"), "seed": seed, "source": str(package),
+           "init": "scratch", "lr": 1e-3, "steps": args.steps, "patience": 10**6, "plateau_patience": args.plateau,
+           "target": {"shard_dirs": [str(args.out / "shards")], "level": HIGH, "n_train": n,
+                      "max_atoms": BATCH_ATOMS}, **MODELS[model]}  # fmt: skip
     cfg: FinetuneConfig = validate_config(raw, f"{model} N={n}", FinetuneConfig)
-    data = load_target(cfg)
-    net = starting_model(load_package(package_path), cfg)
+    data = target_data(plan, records, split, model, n)
+    net = fresh_model(load_package(package), seed)
     t0 = time.perf_counter()
     summary = finetune(net, cfg, data)
     seconds = time.perf_counter() - t0
-    test = energy_errors(net, data.batches(data.test, cfg.target.max_atoms), HIGH, data.level_index)
-    return {"n_fit": len(data.fit), "n_test": len(data.test), "epochs": summary["epochs"],
-            "s_per_epoch": seconds / summary["epochs"], **{f"test_{k}": v for k, v in test.items()}}  # fmt: skip
+    test = energy_errors(net, data.batches(data.test, BATCH_ATOMS), HIGH, data.level_index)
+    return {"n_fit": len(data.fit), "steps": summary["steps"], "epochs": summary["epochs"], "seconds": seconds,
+            "test_forces_mae": 1000 * test["forces_mae"], "test_energy_mae": 1000 * test["energy_mae"]}  # fmt: skip
 
 
-def _mean_std(x: np.ndarray) -> str:
-    return f"{x.mean():.0f} ± {x.std(ddof=1):.0f}" if len(x) > 1 else f"{x.mean():.0f}"
+def _cell(x: list[float]) -> str:
+    return f"{np.mean(x):.0f} ({min(x):.0f}-{max(x):.0f})" if len(x) > 1 else f"{x[0]:.0f}"
 
 
-def summarise(rows: list[dict[str, Any]], out: Path) -> str:
-    """Mean and spread (sample std over seeds) per backbone, model and N; Markdown table + learning-curve plot."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["backbone"], r["model"], r["n"]), []).append(r)
-    lines = [
-        "| backbone | model | N | seeds | force MAE meV/A | energy RMSE meV | s/epoch |",
-        "|---|---|---:|---:|---|---|---:|",
-    ]
-    curve: dict[tuple, list[tuple[int, float, float]]] = {}
-    for (backbone, model, n), runs in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], list(MODELS).index(kv[0][1]), kv[0][2])
-    ):
-        f = np.array([r["test_forces_mae"] for r in runs]) * 1000
-        e = np.array([r["test_energy_rmse"] for r in runs]) * 1000
-        s = np.mean([r["s_per_epoch"] for r in runs])
-        lines.append(f"| {backbone} | {model} | {n} | {len(runs)} | {_mean_std(f)} | {_mean_std(e)} | {s:.2f} |")
-        curve.setdefault((backbone, model), []).append((n, f.mean(), f.std(ddof=1) if len(f) > 1 else 0.0))
+def summarise(rows: list[dict[str, Any]], base: dict[int, dict[str, float]], out: Path) -> str:
+    """Markdown: force and energy MAE per method and N (mean and range over seeds), baselines beside them."""
+    sizes = sorted({r["n"] for r in rows} | set(base))
+    lines = ["| method | " + " | ".join(f"N={n} force MAE meV/A" for n in sizes) + " | "
+             + " | ".join(f"N={n} energy MAE meV" for n in sizes) + " | seeds |",
+             "|---|" + "---:|" * (2 * len(sizes) + 1)]  # fmt: skip
+    curve = {}
+    for model in MODELS:
+        runs = [r for r in rows if r["model"] == model]
+        if not runs:
+            continue
+        f = [_cell([r["test_forces_mae"] for r in runs if r["n"] == n]) if any(r["n"] == n for r in runs) else "-"
+             for n in sizes]  # fmt: skip
+        e = [_cell([r["test_energy_mae"] for r in runs if r["n"] == n]) if any(r["n"] == n for r in runs) else "-"
+             for n in sizes]  # fmt: skip
+        seeds = sorted({r["seed"] for r in runs})
+        lines.append(f"| {model} | " + " | ".join(f + e) + f" | {seeds} |")
+        curve[model] = sorted((n, np.mean([r["test_forces_mae"] for r in runs if r["n"] == n]))
+                              for n in {r["n"] for r in runs})  # fmt: skip
+    for key, label in (("low_forces_mae", "xTB forces as CCSD(T) forces"), ("zero_forces_mae", "zero forces")):
+        lines.append(f"| {label} (trivial) | " + " | ".join(f"{base[n][key]:.0f}" for n in sizes)
+                     + " | -" * len(sizes) + " | - |")  # fmt: skip
+    energies = {"mean_energy_mae": "E0-only (mean) energy", "low_energy_plus_offset_mae": "xTB energy + offset "
+                "fitted on the N", "linear_energy_mae": "linear (untrained features)"}  # fmt: skip
+    for key, label in energies.items():
+        lines.append(f"| {label} (trivial) | " + "- | " * len(sizes)
+                     + " | ".join(f"{base[n][key]:.0f}" for n in sizes) + " | - |")  # fmt: skip
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for (backbone, model), points in curve.items():
-        n, mean, std = map(np.array, zip(*sorted(points), strict=True))
-        ax.errorbar(n, mean, yerr=std, marker="o", capsize=3, label=f"{backbone} {model}")
-    log_sizes_axes(ax, sorted({r["n"] for r in rows}), "high-level energies N", "high-level force MAE (meV/A)")
-    ax.legend()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for model, points in curve.items():
+        ax.plot(*zip(*points, strict=True), marker="o", label=model)
+    ax.plot(sizes, [base[n]["low_forces_mae"] for n in sizes], "k--", label="xTB forces as-is (trivial)")
+    log_sizes_axes(ax, sizes, "CCSD(T) energies in the fit N", "test force MAE vs CCSD(T) (meV/A)")
+    ax.set_title("Ethanol multi-fidelity (anchor protocol, HIP-NN 64)")
+    ax.legend(fontsize=8)
     save_figure(fig, out / "learning_curve.png", dpi=120)
     table = "\n".join(lines)
     (out / "summary.md").write_text(table + "\n")
@@ -138,38 +210,35 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/generated/ethanol_ccsdt_xtb.h5")
     p.add_argument("--high", default="ccsd_t_ccpvtz", help="HDF5 group of the high level (energy, forces)")
     p.add_argument("--low", default="xtb_gfn2", help="HDF5 group of the low level (energy, forces)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200, 400, 800])
+    p.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 400])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--backbones", nargs="+", default=["hipnn"], choices=sorted(BACKBONES))
-    p.add_argument("--val", type=float, default=0.04)
-    p.add_argument("--test", type=float, default=0.15)
-    p.add_argument("--epochs", type=int, default=150)
-    p.add_argument("--patience", type=int, default=25)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--plateau", type=int, default=10, help="epochs without a better val RMSE before lr halves")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_multifidelity")
     args = p.parse_args()
     args.out = args.out.resolve()
     shards = build(args)
+    plan, records, split = anchor_split(shards)
+    package = architecture(shards, args.out)
+    base = {n: baselines(plan, records, split, n, package) for n in args.sizes}
     results = args.out / "results.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
-    done = {(r["backbone"], r["model"], r["n"], r["seed"]) for r in rows}
-    for backbone in args.backbones:
-        package = architecture(shards, backbone, args.out)
-        for n in args.sizes:
+    done = {(r["model"], r["n"], r["seed"], r["steps_budget"]) for r in rows}
+    for n in args.sizes:
+        for seed in args.seeds:
             for model in args.models:
-                for seed in args.seeds:
-                    if (backbone, model, n, seed) in done:
-                        continue
-                    row = {"backbone": backbone, "model": model, "n": n, "seed": seed,
-                           **one_run(shards, package, model, n, seed, args)}  # fmt: skip
-                    rows.append(row)
-                    with results.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(f"{backbone} {model} N={n} seed={seed}: force MAE {row['test_forces_mae'] * 1000:.0f} meV/A, "
-                          f"energy RMSE {row['test_energy_rmse'] * 1000:.0f} meV ({row['epochs']} epochs, "
-                          f"{row['s_per_epoch']:.2f} s/epoch)", flush=True)  # fmt: skip
-    print(summarise(rows, args.out))
+                if (model, n, seed, args.steps) in done:
+                    continue
+                row = {"model": model, "n": n, "seed": seed, "steps_budget": args.steps,
+                       **one_run(plan, records, split, package, model, n, seed, args)}  # fmt: skip
+                rows.append(row)
+                with results.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                forces, energy = row["test_forces_mae"], row["test_energy_mae"]
+                print(f"{model} N={n} seed={seed}: force MAE {forces:.0f} meV/A, energy MAE {energy:.0f} meV "
+                      f"({row['steps']} steps, {row['seconds']:.0f} s)", flush=True)  # fmt: skip
+    print(summarise([r for r in rows if r["steps_budget"] == args.steps], base, args.out))
 
 
 if __name__ == "__main__":

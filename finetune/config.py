@@ -20,6 +20,9 @@ class TargetSection(Section):
         default=None, ge=4, description="the first N of a seeded shuffle of the train split; null: all"
     )
     max_atoms: int = Field(default=512, gt=0, description="atom budget of one batch")
+    subset_seed: int | None = Field(
+        default=None, ge=0, description="seed of the n_train (and auxiliary n) subsets; null: the run's seed"
+    )
 
 
 LINEAR_INIT = "linear"
@@ -44,12 +47,15 @@ class FinetuneTracking(TrackingSection):
 
     experiment: str = Field(default="polyfid-finetune", description="MLflow experiment name")
     registered_model: str | None = Field(default=None, description="registered model name; null: polyfid-<level>")
-    register_model: bool = Field(default=True, description="false: track the run, register nothing (sweeps)")
 
 
 class FinetuneConfig(Section):
     run_dir: Path = Field(description="run directory: package, result.json, plots, MLflow store")
-    seed: int = Field(default=0, ge=0, description="seed of the subset, the fresh weights and the epoch order")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="seed of the fresh weights and the batch order (and of the subset, unless target.subset_seed)",
+    )
     source: str = Field(
         description="a model package, a run directory, or a registry URI (models:/name/3, models:/name@alias)"
     )
@@ -71,10 +77,15 @@ class FinetuneConfig(Section):
         default=None,
         description="target head start: null fresh, 'linear' the linear baseline's ridge weights, or a head to copy",
     )
+    delta_from: LevelName | None = Field(
+        default=None,
+        description="a delta target head: this level's head (auxiliary or in the source) plus a correction "
+        "starting at zero; the target's forces start as that level's",
+    )
     e0_prior: LevelName | None = Field(
         default=None,
         description="head whose E0 the target's E0 refit corrects (kept along compositions the target leaves "
-        "undetermined); null: the target's own head, else the head head_init copies, else zero",
+        "undetermined); null: the target's own head, else the head head_init copies or delta_from names, else zero",
     )
     strategy: Literal["full", "head", "freeze"] = Field(
         default="full", description="what trains: everything, the heads, or all but the first freeze_blocks blocks"
@@ -82,8 +93,19 @@ class FinetuneConfig(Section):
     freeze_blocks: int = Field(default=1, ge=0, description="interaction blocks frozen by strategy freeze")
     forces_weight: float = Field(default=0.0, ge=0, description="> 0: fit the target's forces too, where it has them")
     lr: float = Field(default=1e-3, gt=0, description="Adam learning rate")
-    max_epochs: int = Field(default=300, ge=1, description="epochs at most")
+    max_epochs: int = Field(default=300, ge=1, description="epochs at most (unless steps is set)")
+    steps: int | None = Field(
+        default=None, ge=1, description="optimiser-step budget (the last epoch is cut short); null: max_epochs"
+    )
     patience: int = Field(default=30, ge=1, description="epochs without a better val energy RMSE before stopping")
+    lr_decay: Literal["none", "cosine"] = Field(default="none", description="lr decay over the step budget")
+    plateau_patience: int | None = Field(
+        default=None, ge=1, description="epochs without a better val energy RMSE before lr *= plateau_factor"
+    )
+    plateau_factor: float = Field(default=0.5, gt=0, lt=1, description="lr factor on a plateau")
+    hierarchicality_weight: float = Field(
+        default=0.0, ge=0, description="weight of the hierarchicality penalty (dimensionless: keep it small)"
+    )
     tracking: FinetuneTracking = Field(default=FinetuneTracking(), description="MLflow tracking and registry")
 
     @field_validator("run_dir")
@@ -102,6 +124,8 @@ class FinetuneConfig(Section):
     def _consistent(self) -> FinetuneConfig:
         if self.init == "scratch" and (self.head_init or self.strategy != "full"):
             raise ValueError("init=scratch trains every weight from a fresh start: no head_init, strategy full")
+        if self.delta_from is not None and (self.head_init is not None or self.delta_from == self.target.level):
+            raise ValueError("a delta head (delta_from) starts as its base plus zero: no head_init, and not itself")
         levels = [a.level for a in self.auxiliary]
         if self.target.level in levels or len(set(levels)) < len(levels):
             raise ValueError(f"auxiliary levels {levels} must differ from each other and from the target level")

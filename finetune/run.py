@@ -19,7 +19,7 @@ from polyfid.finetune.evaluate import parity_plot, predict, score, score_scan
 from polyfid.finetune.linear import LinearBaseline, element_counts, fit_structures, structure_features
 from polyfid.finetune.report import describe_fit
 from polyfid.finetune.source import fresh_model, load_source
-from polyfid.finetune.train import TargetData, e0_prior, energy_errors, finetune, load_target
+from polyfid.finetune.train import TargetData, e0_prior_head, energy_errors, finetune, head_e0, load_target
 from polyfid.models import PolyfidModel
 from polyfid.models.package import PYFUNC_CODE, LoadedPackage, save_package
 
@@ -51,7 +51,9 @@ def fit_both(package: LoadedPackage, cfg: FinetuneConfig, data: TargetData, log=
     """The linear baseline (on the starting model's features) and the nonlinear fine-tune, both scored on test."""
     model = starting_model(package, cfg)
     # fitted once on the features of the model before any step: scored here, and the head's start if head_init=linear
-    fit = fit_structures(model, data.plan.collate(data.train), data.level_index, cfg.seed, e0_prior(model, cfg)[0])
+    prior = e0_prior_head(model, cfg)
+    prior_e0 = head_e0(model, prior) if prior in model.head_names else None  # an auxiliary base has no E0 yet
+    fit = fit_structures(model, data.plan.collate(data.train), data.level_index, cfg.seed, prior_e0)
     linear = linear_scores(model, fit, data)
     summary = finetune(model, cfg, data, log=log, linear=fit)
     test = data.batches(data.test, cfg.target.max_atoms)

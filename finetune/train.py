@@ -27,7 +27,7 @@ from polyfid.data_shards.stream.torch_loader import read_webdataset
 from polyfid.finetune.config import LINEAR_INIT, FinetuneConfig
 from polyfid.finetune.linear import LinearBaseline, element_counts, fit_structures, load_into_head
 from polyfid.models import PolyfidModel
-from polyfid.pretrain.config import LevelWeights
+from polyfid.pretrain.config import LevelWeights, OptimSection
 from polyfid.pretrain.losses import (
     STAT_FIELDS,
     HeadTargets,
@@ -36,6 +36,7 @@ from polyfid.pretrain.losses import (
     metrics_from_stats,
     multifidelity_loss,
 )
+from polyfid.pretrain.schedule import LRSchedule
 
 
 @dataclass
@@ -90,12 +91,13 @@ def _subset(records: list[Record], n: int | None, seed: int, what: str) -> list[
 def load_target(cfg: FinetuneConfig) -> TargetData:
     t = cfg.target
     _, pool = _records(cfg, "train", t.level, t.datasets)
-    train = _subset([r for r in pool if _has_label(r, t.level)], t.n_train, cfg.seed, "finetune-subset")
+    seed = cfg.seed if t.subset_seed is None else t.subset_seed
+    train = _subset([r for r in pool if _has_label(r, t.level)], t.n_train, seed, "finetune-subset")
     allowed = {(r.dataset, r.id): {t.level} for r in train}
     by_key = {(r.dataset, r.id): r for r in train}
     for aux in cfg.auxiliary:
         _, records = _records(cfg, "train", aux.level, aux.datasets or t.datasets)
-        for r in _subset(records, aux.n, cfg.seed, f"finetune-auxiliary-{aux.level}"):
+        for r in _subset(records, aux.n, seed, f"finetune-auxiliary-{aux.level}"):
             allowed.setdefault((r.dataset, r.id), set()).add(aux.level)
             by_key.setdefault((r.dataset, r.id), r)
     fit = [
@@ -107,16 +109,23 @@ def load_target(cfg: FinetuneConfig) -> TargetData:
     return TargetData(plan, train, val, test, fit, plan.level_names.index(t.level))
 
 
-def e0_prior(model: PolyfidModel, cfg: FinetuneConfig) -> tuple[np.ndarray | None, str]:
-    """(E0 the target level's refit corrects, which head it is from): `cfg.e0_prior`, else the target's own head,
-    else the head `head_init` copies; (None, "zero") when there is none (a fresh head from scratch)."""
-    copied = cfg.head_init if cfg.head_init not in (None, LINEAR_INIT) else None
-    name = cfg.e0_prior or next((h for h in (cfg.target.level, copied) if h in model.head_names), None)
+def e0_prior_head(model: PolyfidModel, cfg: FinetuneConfig) -> str | None:
+    """The head whose E0 the target level's refit corrects, named on the source model: `cfg.e0_prior`, else the
+    target's own head, else the head `head_init` copies or `delta_from` names; None: zero (a fresh head)."""
+    if cfg.e0_prior is not None:
+        return cfg.e0_prior
+    if cfg.target.level in model.head_names:
+        return cfg.target.level
+    return cfg.head_init if cfg.head_init not in (None, LINEAR_INIT) else cfg.delta_from
+
+
+def head_e0(model: PolyfidModel, name: str | None) -> np.ndarray | None:
+    """A copy of the head's E0, None for no head; an explicit prior must be a head of the model."""
     if name is None:
-        return None, "zero"
+        return None
     if name not in model.head_names:
-        raise ConfigError(f"e0_prior {name!r} is not a head of the source model (heads: {model.head_names})")
-    return model.heads[name].e0.detach().double().numpy().copy(), name
+        raise ConfigError(f"e0_prior {name!r} is not a head of the model (heads: {model.head_names})")
+    return model.heads[name].e0.detach().double().numpy().copy()
 
 
 def refit_e0(model: PolyfidModel, level: str, batch: Batch, level_index: int, prior: np.ndarray | None = None) -> E0Fit:
@@ -151,8 +160,18 @@ def prepare_model(model: PolyfidModel, cfg: FinetuneConfig) -> str:
     """Add/reuse the target head (initialised as configured) and the auxiliary levels' heads, and set which
     parameters train. Returns how the target head was initialised (reported)."""
     level = cfg.target.level
+    fitted = [level, *(aux.level for aux in cfg.auxiliary)]
+    if cfg.delta_from in fitted[1:] and cfg.delta_from not in model.head_names:
+        model.add_head(cfg.delta_from, None, normalize=False)  # a delta head's base exists before it
     if level in model.head_names:
+        if cfg.delta_from is not None:
+            raise ConfigError(f"delta_from: the source already has a head {level!r}; a delta head must be new")
         how = f"existing head {level!r}"
+    elif cfg.delta_from is not None:
+        if cfg.delta_from not in model.head_names:
+            raise ConfigError(f"delta_from {cfg.delta_from!r} is neither an auxiliary level nor a source head")
+        model.add_head(level, None, normalize=False, base=cfg.delta_from)
+        how = f"delta head on {cfg.delta_from!r}"
     else:
         head = model.add_head(level, None, normalize=False)
         if cfg.head_init == LINEAR_INIT:
@@ -162,7 +181,6 @@ def prepare_model(model: PolyfidModel, cfg: FinetuneConfig) -> str:
             how = f"copied from head {cfg.head_init!r}"
         else:
             how = "fresh"
-    fitted = [level, *(aux.level for aux in cfg.auxiliary)]
     for name in fitted[1:]:
         if name not in model.head_names:
             model.add_head(name, None, normalize=False)
@@ -198,52 +216,64 @@ def finetune(
     """Train in place; returns step-0 and best metrics. `log(metrics, epoch)` is called each epoch. `linear`: the
     linear baseline already fitted on this model and train set (head_init=linear fits it when not given)."""
     level, h = cfg.target.level, data.level_index
+    if not data.val:
+        raise ConfigError(
+            f"the target has no val-split energies at {level!r} in {[str(d) for d in cfg.target.shard_dirs]}: "
+            "fine-tuning keeps the best epoch on val (build the shards with split.val > 0)"
+        )
     torch.manual_seed(cfg.seed)
-    prior, prior_name = e0_prior(model, cfg)
-    priors = {level: (prior, prior_name)}  # auxiliary levels: their own pretrained E0 (zero for a new head)
-    for aux in cfg.auxiliary:
-        own = aux.level in model.head_names
-        priors[aux.level] = (model.heads[aux.level].e0.double().numpy().copy(), aux.level) if own else (None, "zero")
+    prior_name = e0_prior_head(model, cfg)
+    existed = set(model.head_names)
     init = prepare_model(model, cfg)
     targets = fitted_levels(cfg, data.plan)
     if cfg.head_init == LINEAR_INIT:  # linear probing, then fine-tuning: step 0 is the linear baseline
+        prior = head_e0(model, prior_name)
         linear = linear or fit_structures(model, data.plan.collate(data.train), h, cfg.seed, prior)
         load_into_head(linear, model.heads[level])
     e0_fits = {}  # E0 by least squares before any step, on the energies each level is allowed to fit
-    for t in targets:
+    for t in [*targets[1:], targets[0]]:  # auxiliary levels first: a delta head's prior is its base's refit
         with_energy = [r for r in data.fit if _has_label(r, t.name)]
         if with_energy:
-            start, source = priors[t.name]
-            fit = refit_e0(model, t.name, data.plan.collate(with_energy), t.level_index, start)
-            e0_fits[t.name] = {"rank": fit.rank, "prior": source,
+            source = prior_name if t.name == level else (t.name if t.name in existed else None)
+            fit = refit_e0(model, t.name, data.plan.collate(with_energy), t.level_index, head_e0(model, source))
+            e0_fits[t.name] = {"rank": fit.rank, "prior": source or "zero",
                                "kept_from_prior": fit.undetermined(model.backbone.elements)}  # fmt: skip
-    val = data.batches(data.val or data.train, cfg.target.max_atoms)
+    val = data.batches(data.val, cfg.target.max_atoms)
     step0 = energy_errors(model, val, level, h)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
+    per_epoch = sum(1 for _ in pack(data.fit, cfg.target.max_atoms))
+    budget = cfg.steps or cfg.max_epochs * per_epoch
+    schedule = LRSchedule(OptimSection(lr=cfg.lr, max_steps=budget, decay=cfg.lr_decay,
+                                       plateau_patience=cfg.plateau_patience, plateau_factor=cfg.plateau_factor,
+                                       early_stopping_patience=cfg.patience))  # fmt: skip
     names = [t.name for t in targets]
     # the starting point (refitted E0) is a candidate too: a fine-tune that never beats it returns it
-    best, best_state, bad, epochs = step0["energy_rmse"], copy.deepcopy(model.state_dict()), 0, 0
-    for epoch in range(cfg.max_epochs):
-        epochs = epoch + 1
-        order = derive_rng(cfg.seed, epoch, "finetune-epoch").permutation(len(data.fit))
+    best, best_state, epochs, step = step0["energy_rmse"], copy.deepcopy(model.state_dict()), 0, 0
+    schedule.observe(best)
+    while step < budget and not schedule.state.stop:
+        order = derive_rng(cfg.seed, epochs, "finetune-epoch").permutation(len(data.fit))
+        epochs += 1
         model.train()
         for batch in data.batches([data.fit[k] for k in order], cfg.target.max_atoms):
+            for group in opt.param_groups:
+                group["lr"] = schedule.lr(step)
             wanted = force_heads(batch, targets)
             out = model(batch, names, compute_forces=bool(wanted), force_heads=wanted)
-            loss = multifidelity_loss(out, batch, targets)
+            loss = multifidelity_loss(out, batch, targets, cfg.hierarchicality_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            step += 1
+            if step >= budget:
+                break
         metrics = energy_errors(model, val, level, h)
         if log is not None:
-            log({f"val/{k}": v for k, v in metrics.items()}, epoch)
+            log({**{f"val/{k}": v for k, v in metrics.items()}, "lr": schedule.lr(step)}, epochs - 1)
+        schedule.observe(metrics["energy_rmse"])
         if metrics["energy_rmse"] < best:
-            best, best_state, bad = metrics["energy_rmse"], copy.deepcopy(model.state_dict()), 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
+            best, best_state = metrics["energy_rmse"], copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
-    return {"head_init": init, "e0_fit": e0_fits, "step0_val": step0, "best_val_energy_rmse": best, "epochs": epochs}
+    return {"head_init": init, "e0_fit": e0_fits, "step0_val": step0, "best_val_energy_rmse": best, "epochs": epochs,
+            "steps": step}  # fmt: skip

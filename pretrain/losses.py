@@ -2,6 +2,11 @@
 
 A head's term is present only where its level has labels in the batch and a positive weight; a batch with no
 label of a level contributes exactly 0 for it (never NaN: every mean divides by max(count, 1)).
+
+Normalisation (a choice, tested): each level's RMSE + MAE is over that level's own labels in the batch, as in the
+reference method (arXiv:2505.01590), not over all labels of the batch. A level with a few labels in a batch (100
+high-level energies among 720 low-level structures) then weighs as much as the abundant one, instead of being
+diluted by its share of the batch; its term is noisier, which the per-level weights can offset.
 """
 
 from __future__ import annotations
@@ -81,7 +86,9 @@ def multifidelity_loss(
 
     `out` columns follow `targets`. Energies are total (eV) unless `energy_per_atom` (eV/atom).
     """
-    total = out.energy.new_zeros(())
+    # zero, but on the graph: a batch with no label of any trained level (hierarchicality_weight 0) still
+    # back-propagates (a zero gradient) instead of failing
+    total = out.energy.sum() * 0.0
     for col, t in enumerate(targets):
         if t.weights.energy > 0:
             de, n_atoms = energy_errors(out, batch, col, t.level_index)

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from polyfid.core.atomic import atomic_write_bytes
+from polyfid.core.atomic import atomic_path, atomic_write_bytes
 from polyfid.core.config import save_resolved
+from polyfid.core.torch_files import load_weights_only
 from polyfid.core.tracking import Tracker, plot_learning_curves
 from polyfid.data_shards.stream import StreamPlan
 from polyfid.data_shards.stream.catalog import ShardCatalog
@@ -37,6 +38,7 @@ from polyfid.pretrain.strategies import build_strategy
 
 STOP_FILE = "STOP"  # created in the run directory (e.g. by the driver on SIGTERM): save and exit at the next step
 CHECKPOINT_TAG = "state"
+BEST_WEIGHTS = "best_val_weights.pt"  # fp32 masters of the best validation so far (exported on early stop)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -231,6 +233,8 @@ class Trainer:
         metrics = metrics_from_stats(stats, names, "val")
         metrics["val/loss"] = self._val_loss(metrics)
         self.schedule.observe(metrics["val/loss"])
+        if self.schedule.state.bad_validations == 0 and self.schedule.state.best == metrics["val/loss"]:
+            self._keep_best()
         metrics["lr_plateau_factor"] = self.schedule.state.factor
         self.tracker.log_metrics(metrics, self.step)
         return metrics
@@ -243,6 +247,23 @@ class Trainer:
                 if weight > 0 and f"val/{t.name}/{kind}_mae" in metrics:
                     total += weight * (metrics[f"val/{t.name}/{kind}_mae"] + metrics[f"val/{t.name}/{kind}_rmse"])
         return total
+
+    def _keep_best(self) -> None:
+        """The fp32 masters of the best validation so far, written atomically (rank 0): an early-stopped run
+        exports them instead of the weights that stopped improving `early_stopping_patience` validations ago."""
+        values = master_weights(self.engine.module)  # collective: every rank validates together
+        if self.ctx.is_main:
+            with atomic_path(self.run_dir / BEST_WEIGHTS) as tmp:
+                torch.save({"step": self.step, "values": values}, tmp)
+
+    def _best_values(self) -> tuple[int, list[torch.Tensor]] | None:
+        path = self.run_dir / BEST_WEIGHTS
+        if not path.exists():
+            return None
+        saved = load_weights_only(path, "cpu")
+        if int(saved["step"]) > self.step:  # from a timeline a resume abandoned
+            return None
+        return int(saved["step"]), list(saved["values"])
 
     # ----- checkpoints -----
     def _client_state(self) -> dict[str, Any]:
@@ -304,7 +325,7 @@ class Trainer:
             if self.last_checkpoint != self.step:
                 self._checkpoint()
         if status in ("finished", "early_stopped"):
-            result.update(self._export())
+            result.update(self._export(status))
         if self.ctx.is_main:
             curves = plot_learning_curves(self.tracker.metrics_path, self.run_dir / "plots" / "learning_curves.png")
             if curves:
@@ -325,11 +346,16 @@ class Trainer:
             "polyfid.levels": ",".join(self.levels),
         }
 
-    def _export(self) -> dict[str, Any]:
-        """Consolidated fp32 weights (from DeepSpeed's masters) -> model package -> MLflow registry."""
+    def _export(self, status: str) -> dict[str, Any]:
+        """Consolidated fp32 weights (from DeepSpeed's masters; an early-stopped run's best validation) -> model
+        package -> MLflow registry."""
         values = master_weights(self.engine.module)  # collective: every rank
         if not self.ctx.is_main:
             return {}
+        exported_step = self.step
+        best = self._best_values() if status == "early_stopped" else None
+        if best is not None:
+            exported_step, values = best
         live = self.engine.module.model
         names = [n for n, p in live.named_parameters() if p.requires_grad]
         state = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in live.state_dict().items()}
@@ -342,16 +368,16 @@ class Trainer:
             provenance={
                 "data_manifest_sha256": self.catalog.fingerprint,
                 "config": self.cfg.model_dump(mode="json"),
-                "step": self.step,
+                "step": exported_step,
                 "mlflow_run_id": self.tracker.run_id,
             },
         )
         self.tracker.log_artifact(path, "package")
         self.tracker.log_artifact(self.run_dir / "config.resolved.yaml", "config")
         registration: dict[str, Any] = {"registered_model": None, "version": None, "registration": "disabled"}
-        if self.cfg.tracking.registered_model:
+        if self.cfg.tracking.registered_model and self.cfg.tracking.register_model:
             registration = self.tracker.register(self.cfg.tracking.registered_model, path, self._lineage(), PYFUNC_CODE)
-        return {"package": str(path), **registration}
+        return {"package": str(path), "exported_step": exported_step, **registration}
 
     # ----- signals -----
     def _install_sigterm(self) -> Any:

@@ -36,6 +36,7 @@ class TrackingSection(Section):
     registered_model: str | None = Field(
         default="polyfid-pretrained", description="registered model name of the package; null: do not register"
     )
+    register_model: bool = Field(default=True, description="false: track the run, register nothing (sweeps)")
     system_metrics: bool = Field(default=True, description="log CPU/GPU/memory system metrics")
 
 

@@ -57,18 +57,33 @@ class EnergyHead(nn.Module):
 
 
 class EnergyHeads(nn.Module):
-    """Heads in a ModuleList addressed by `head_names` (level names contain '/', '(', '*': not usable as keys)."""
+    """Heads in a ModuleList addressed by `head_names` (level names contain '/', '(', '*': not usable as keys).
+
+    A delta head (`bases[name]` = another head) predicts its base head's network energy plus its own correction:
+    its layer weights are added to the base's, its E0 is its own. A high level fitted on a few energies then
+    inherits the forces of a low level fitted on many forces, and learns only the difference.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.heads = nn.ModuleList()
         self.head_names: list[str] = []
+        self.bases: dict[str, str] = {}
 
-    def add(self, name: str, head: EnergyHead) -> None:
+    def add(self, name: str, head: EnergyHead, base: str | None = None) -> None:
         if name in self.head_names:
             raise ValueError(f"head {name!r} already exists")
+        if base is not None:
+            self.indices([base])  # the base must exist (so bases never form a cycle)
+            self.bases[name] = base
         self.heads.append(head)
         self.head_names.append(name)
+
+    def _weight(self, name: str, layer: int) -> torch.Tensor:
+        """(1, F_l) the head's effective, scaled layer weights (its bases' added)."""
+        head = self[name]
+        w = head.layers[layer].weight * head.scale.to(head.layers[layer].weight.dtype)
+        return w + self._weight(self.bases[name], layer) if name in self.bases else w
 
     def __len__(self) -> int:
         return len(self.head_names)
@@ -103,19 +118,18 @@ class EnergyHeads(nn.Module):
         n_h = len(heads)
         e0 = torch.stack([h.e0 for h in heads], dim=1)  # (n_species, H)
         e0_sum = e0.new_zeros(n_structures, n_h).index_add(0, batch, e0[species])
-        scale = torch.stack([h.scale for h in heads])
         layers = []
         for ell, (z, z_ref) in enumerate(zip(features[1:], reference[1:], strict=True)):
-            w = torch.cat([h.layers[ell].weight for h in heads], dim=0)  # (H, F_l)
+            w = torch.cat([self._weight(self.head_names[k], ell) for k in indices], dim=0)  # (H, F_l)
             atom_e = (z - z_ref[species]) @ w.t()  # (A, H)
-            layers.append(atom_e.new_zeros(n_structures, n_h).index_add(0, batch, atom_e) * scale.to(z.dtype))
+            layers.append(atom_e.new_zeros(n_structures, n_h).index_add(0, batch, atom_e))
         stacked = torch.stack(layers, dim=2) if layers else e0_sum.new_zeros(n_structures, n_h, 0)
         net = stacked.sum(dim=2)
         per_layer = torch.cat([e0_sum[:, :, None], stacked.double()], dim=2)
         return e0_sum, net, per_layer
 
     def get_extra_state(self) -> dict:
-        return {"head_names": list(self.head_names)}
+        return {"head_names": list(self.head_names), "bases": dict(self.bases)}
 
     def set_extra_state(self, state: dict) -> None:
         if list(state["head_names"]) != self.head_names:
@@ -123,6 +137,11 @@ class EnergyHeads(nn.Module):
                 f"checkpoint heads {state['head_names']} differ from this model's {self.head_names}: "
                 "add the same heads in the same order before loading"
             )
+        bases = {str(k): str(v) for k, v in dict(state.get("bases", {})).items()}
+        unknown = sorted({*bases, *bases.values()} - set(self.head_names))
+        if unknown:
+            raise ValueError(f"delta heads name unknown heads {unknown}")
+        self.bases = bases
 
 
 def hierarchicality(per_layer_energy: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -54,12 +54,18 @@ class PolyfidModel(nn.Module):
     def head_names(self) -> list[str]:
         return list(self.heads.head_names)
 
-    def add_head(self, name: str, stats: LevelStats | None = None, normalize: bool = True) -> EnergyHead:
-        """New head for level `name` (fine-tuning: the trunk and other heads are untouched)."""
+    def add_head(
+        self, name: str, stats: LevelStats | None = None, normalize: bool = True, base: str | None = None
+    ) -> EnergyHead:
+        """New head for level `name` (fine-tuning: the trunk and other heads are untouched). `base`: a delta head,
+        the base head's network energy plus a correction that starts at zero."""
         ref = next(self.backbone.parameters())
         head = EnergyHead(self.backbone.feature_sizes, self.backbone.elements, stats, normalize)
+        if base is not None:
+            for layer in head.layers:
+                nn.init.zeros_(layer.weight)
         head.to(device=ref.device, dtype=ref.dtype)
-        self.heads.add(name, head)
+        self.heads.add(name, head, base)
         return head
 
     def isolated_features(self, like: torch.Tensor) -> list[torch.Tensor]:

@@ -1,12 +1,13 @@
 """Versioned model package: one file holding everything needed to rebuild and run a trained PolyfidModel.
 
 The file is a ``torch.save`` of plain containers (dict/list/str/int/float/bool/None) and tensors only, so a
-plain ``torch.load(path, weights_only=True)`` reads it; no arbitrary object is pickled. Layout (format 1.0)::
+plain ``torch.load(path, weights_only=True)`` reads it; no arbitrary object is pickled. Layout (format 1.1)::
 
-    {"format": "polyfid-model-package", "format_version": "1.0", "polyfid_version": "0.1.0",
+    {"format": "polyfid-model-package", "format_version": "1.1", "polyfid_version": "0.1.0",
      "torch_version": ..., "created": ISO-8601 UTC,
      "backbone": {"kind": "hipnn", "config": {...}},   # kind from polyfid.models.registry.BACKBONES
      "heads": ["b3lyp/def2-svp", "gfn2-xtb"],         # head names in head order (no default head)
+     "head_bases": {},                                # delta heads: name -> base head (1.1)
      "elements": [1, 6, 7, 8], "cutoff": 5.0, "dtype": "float32",
      "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
      "provenance": {...},                              # caller's (manifest hash, config, ...) + git commit
@@ -36,7 +37,7 @@ from polyfid.models.model import PolyfidModel
 from polyfid.models.registry import backbone_spec, build_backbone
 
 FORMAT_NAME = "polyfid-model-package"
-PACKAGE_FORMAT = "1.0"
+PACKAGE_FORMAT = "1.1"  # 1.1: delta heads (head_bases)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # the MLflow pyfunc face of a package (models from code)
 PACKAGE_NAME = "polyfid-pretrained.pt"  # the package inside a pretraining run: <run_dir>/model/<PACKAGE_NAME>
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
@@ -134,6 +135,7 @@ def package_dict(model: PolyfidModel, provenance: dict[str, Any]) -> dict[str, A
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "backbone": backbone_spec(model.backbone),
         "heads": list(model.head_names),
+        "head_bases": dict(model.heads.bases),
         "elements": [int(z) for z in model.backbone.elements],
         "cutoff": float(model.backbone.cutoff),
         "dtype": str(model.dtype).removeprefix("torch."),
@@ -210,7 +212,7 @@ def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
     if model.head_names != list(raw["heads"]) or list(backbone.elements) != list(raw["elements"]):
         raise PackageError(f"{path}: heads/elements of the rebuilt model differ from the package metadata")
     model.to(map_location).eval()
-    known = {*REQUIRED_FIELDS, "polyfid_version", "torch_version", "created", "dtype", "provenance"}
+    known = {*REQUIRED_FIELDS, "head_bases", "polyfid_version", "torch_version", "created", "dtype", "provenance"}
     meta = {k: v for k, v in raw.items() if k != "state_dict"}
     extra = {k: v for k, v in meta.items() if k not in known}
     return LoadedPackage(model=model, metadata=meta, path=path, extra=extra)

@@ -61,3 +61,26 @@ def test_zero_weight_removes_a_term_and_stats_count_labels():
         assert stats[i, 5] == 3 * batch.n_atoms[batch.forces_mask[:, i]].sum()
     metrics = metrics_from_stats(stats, LEVELS, "train")
     assert all(v >= 0 for v in metrics.values()) and metrics
+
+
+def test_a_batch_without_labels_back_propagates_a_zero_gradient_at_hierarchicality_weight_zero():
+    batch, out = _setup()
+    energy = out.energy.clone().requires_grad_(True)
+    out = ModelOutput(heads=out.heads, energy=energy, forces=out.forces, per_layer_energy=out.per_layer_energy)
+    batch.energy_mask[:] = False
+    batch.forces_mask[:] = False
+    loss = multifidelity_loss(out, batch, _targets(LevelWeights()), hierarchicality_weight=0.0)
+    loss.backward()
+    assert float(loss) == 0.0 and energy.grad is not None and not energy.grad.any()
+
+
+def test_each_level_is_normalised_over_its_own_labels_in_the_batch():
+    """The documented choice (the reference method's loss): per level, RMSE + MAE over that level's labels in the
+    batch, so a level with few labels in a batch weighs as much as one with many. Duplicating a level's labelled
+    structures leaves its term unchanged; adding structures of another level leaves it unchanged too."""
+    batch, out = _setup()
+    targets = _targets(LevelWeights(forces=0.0))
+    one_level = [targets[0]]
+    base = float(multifidelity_loss(out, batch, one_level))
+    batch.energy_mask[:, 1:] = True  # more labels of the other levels only
+    assert float(multifidelity_loss(out, batch, one_level)) == base

@@ -130,3 +130,6 @@ def test_early_stopping_ends_the_run_and_still_exports(demo_shards, tmp_path):
     run(pretrain_cmd(config))
     res = result(run_dir)
     assert res["status"] == "early_stopped" and res["step"] == 20 and res["version"] == "1", res
+    # the package holds the best validation's weights (step 0: nothing improved on it), not the last step's
+    assert res["exported_step"] == 0
+    assert load_package(res["package"]).metadata["provenance"]["step"] == 0
