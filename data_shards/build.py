@@ -142,8 +142,12 @@ def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnErro
             if len(bucket) < _MAX_EXAMPLES:
                 bucket.append(str(item))
             continue
+        split = split_of(item.id, item.numbers, config.split)
+        if split is None:  # a block-edge frame (split.gap): dropped, counted, never an error
+            dropped["split_gap"] += 1
+            continue
         n_written += 1
-        by_split[split_of(item.id, config.split)].append(item)
+        by_split[split].append(item)
     shards = []
     for split, records in by_split.items():
         for k, group in enumerate(pack_into_shards(records, config.shard_max_bytes, config.shard_max_samples)):

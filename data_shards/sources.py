@@ -125,15 +125,23 @@ def _record_name(pattern: str, path: str) -> str:
 
 
 class SplitConfig(_Strict):
-    """Fractions for the hash-based split; train is what remains."""
+    """Fractions for the hash-based split (train is what remains) and what is hashed, so that near-duplicates do not
+    straddle splits: `id` each structure; `group` each file key (a molecule or trajectory: every frame of it lands
+    in one split); `formula` each composition; `block` runs of `block` consecutive frames of a key (MD), dropping
+    `gap` frames at each block edge so no held-out frame is next to a training frame."""
 
     val: float = Field(default=0.05, ge=0, lt=1)
     test: float = Field(default=0.05, ge=0, lt=1)
+    by: Literal["id", "group", "formula", "block"] = Field(default="id")
+    block: int = Field(default=20, ge=1, description="by=block: consecutive frames per block")
+    gap: int = Field(default=0, ge=0, description="by=block: frames dropped at each edge of a block")
 
     @model_validator(mode="after")
     def _sum(self) -> SplitConfig:
         if self.val + self.test >= 1:
             raise ValueError("val + test must be < 1")
+        if self.by == "block" and 2 * self.gap >= self.block:
+            raise ValueError(f"split.gap {self.gap} drops every frame of a block of {self.block}")
         return self
 
 

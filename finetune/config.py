@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from polyfid.core.config import Section, load_yaml_config
 from polyfid.core.tracking import TrackingSection
 from polyfid.data_shards.record import LevelName
+from polyfid.pretrain.config import ModelSection
 
 
 class TargetSection(Section):
@@ -56,8 +57,13 @@ class FinetuneConfig(Section):
         ge=0,
         description="seed of the fresh weights and the batch order (and of the subset, unless target.subset_seed)",
     )
-    source: str = Field(
-        description="a model package, a run directory, or a registry URI (models:/name/3, models:/name@alias)"
+    source: str | None = Field(
+        default=None,
+        description="a model package, a run directory, or a registry URI (models:/name/3, models:/name@alias); "
+        "null: train `model` from scratch on the target alone",
+    )
+    model: ModelSection | None = Field(
+        default=None, description="with no source: the architecture trained from scratch (as pretrain's model)"
     )
     registry_uri: str | None = Field(
         default=None, description="MLflow store of a models:/ source; null: tracking.mlflow_uri, $MLFLOW_TRACKING_URI"
@@ -122,6 +128,10 @@ class FinetuneConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneConfig:
+        if (self.source is None) == (self.model is None):
+            raise ValueError("give either source (a pretrained model) or model (an architecture from scratch)")
+        if self.model is not None and self.init != "scratch":
+            raise ValueError("model (no source) trains from scratch: set init: scratch")
         if self.init == "scratch" and (self.head_init or self.strategy != "full"):
             raise ValueError("init=scratch trains every weight from a fresh start: no head_init, strategy full")
         if self.delta_from is not None and (self.head_init is not None or self.delta_from == self.target.level):

@@ -18,7 +18,7 @@ from polyfid.finetune.curves import crossover, curve_plot
 from polyfid.finetune.evaluate import parity_plot, predict, score, score_scan
 from polyfid.finetune.linear import LinearBaseline, element_counts, fit_structures, structure_features
 from polyfid.finetune.report import describe_fit
-from polyfid.finetune.source import fresh_model, load_source
+from polyfid.finetune.source import architecture_package, fresh_model, load_source
 from polyfid.finetune.train import TargetData, e0_prior_head, energy_errors, finetune, head_e0, load_target
 from polyfid.models import PolyfidModel
 from polyfid.models.package import PYFUNC_CODE, LoadedPackage, save_package
@@ -76,8 +76,11 @@ def learning_curve(package: LoadedPackage, cfg: FinetuneConfig) -> list[dict[str
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    package, lineage = load_source(cfg.source, cfg.registry_uri or cfg.tracking.mlflow_uri, cfg.run_dir / "source")
     data = load_target(cfg)
+    if cfg.source is None:  # one dataset, from scratch: the architecture over the target's elements
+        package, lineage = architecture_package(cfg.model, data.plan.catalog.elements), {"polyfid.source": "scratch"}
+    else:
+        package, lineage = load_source(cfg.source, cfg.registry_uri or cfg.tracking.mlflow_uri, cfg.run_dir / "source")
     if not data.test:
         raise ConfigError(f"the target has no test-split energies at {cfg.target.level!r}: nothing to score")
     tracker = Tracker(cfg.tracking, cfg.run_dir)

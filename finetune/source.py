@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from polyfid.core.errors import PolyfidError
 from polyfid.models import PolyfidModel
 from polyfid.models.package import LoadedPackage, load_package
-from polyfid.models.registry import build_backbone
+from polyfid.models.registry import backbone_spec, build_backbone
 
 REGISTRY_SCHEME = "models:/"
 
@@ -90,6 +91,16 @@ def load_source(source: str, registry_uri: str | None, download_to: Path) -> tup
                 "polyfid.source_mlflow_run": str(provenance.get("mlflow_run_id")),
                 "polyfid.source_data_manifest_sha256": str(provenance.get("data_manifest_sha256"))}  # fmt: skip
     return package, lineage
+
+
+def architecture_package(cfg: Any, elements: list[int]) -> LoadedPackage:
+    """An untrained, headless model of a `model` section (pretrain's) over `elements` unless it names them: the
+    source of a fine-tune from scratch on one dataset, with no pretrained package."""
+    settings = cfg.settings.model_dump(mode="json")
+    settings["elements"] = settings["elements"] or elements
+    backbone = build_backbone(cfg.backbone, settings)
+    meta = {"backbone": backbone_spec(backbone), "heads": [], "provenance": {}}
+    return LoadedPackage(model=PolyfidModel(backbone), metadata=meta)
 
 
 def fresh_model(package: LoadedPackage, seed: int) -> PolyfidModel:

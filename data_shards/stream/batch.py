@@ -8,7 +8,12 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from polyfid.data_shards.errors import PolyfidDataError
 from polyfid.data_shards.record import Record
+
+
+class UnsupportedStateError(PolyfidDataError):
+    """A charged or open-shell record reached a batch: no model takes charge or spin yet."""
 
 
 @dataclass
@@ -16,7 +21,7 @@ class Batch:
     """S structures, A atoms in total, L levels of theory (the catalog's sorted level axis).
 
     A label that is missing is 0 with its mask False, never a fake value. Non-periodic structures have a
-    zero cell and pbc False; an unknown charge is 0. `dataset` indexes the catalog's dataset names.
+    zero cell and pbc False (charged or open-shell records are refused). `dataset` indexes the catalog's dataset names.
     """
 
     numbers: torch.Tensor  # (A,) long
@@ -29,7 +34,6 @@ class Batch:
     forces_mask: torch.Tensor  # (S, L) bool
     cell: torch.Tensor  # (S, 3, 3) float64
     pbc: torch.Tensor  # (S, 3) bool
-    charge: torch.Tensor  # (S,) long
     dataset: torch.Tensor  # (S,) long
     ids: list[str]
 
@@ -66,7 +70,6 @@ def collate(records: Sequence[Record], level_names: Sequence[str], dataset_names
     forces_mask = np.zeros((n_struct, n_levels), dtype=bool)
     cell = np.zeros((n_struct, 3, 3))
     pbc = np.zeros((n_struct, 3), dtype=bool)
-    charge = np.zeros(n_struct, dtype=np.int64)
     dataset = np.empty(n_struct, dtype=np.int64)
     for i, rec in enumerate(records):
         try:
@@ -84,8 +87,12 @@ def collate(records: Sequence[Record], level_names: Sequence[str], dataset_names
                 f"record {rec.id!r}: {exc.args[0]!r} is not on the batch axes "
                 f"(levels {list(level_names)}, datasets {list(dataset_names)})"
             ) from None
-        if rec.charge:
-            charge[i] = rec.charge
+        if rec.charge or rec.multiplicity not in (None, 1):
+            raise UnsupportedStateError(
+                f"record {rec.id!r}: charge {rec.charge or 0:+d}, multiplicity {rec.multiplicity or 1}: polyfid's "
+                "models describe neutral closed-shell structures only, and charged or open-shell records are refused "
+                "rather than trained as neutral ones; leave the dataset out (data.datasets / target.datasets)"
+            )
         if rec.cell is not None:
             cell[i] = rec.cell
             pbc[i] = True if rec.pbc is None else rec.pbc
@@ -100,7 +107,6 @@ def collate(records: Sequence[Record], level_names: Sequence[str], dataset_names
         forces_mask=torch.from_numpy(forces_mask),
         cell=torch.from_numpy(cell),
         pbc=torch.from_numpy(pbc),
-        charge=torch.from_numpy(charge),
         dataset=torch.from_numpy(dataset),
         ids=[r.id for r in records],
     )

@@ -74,7 +74,8 @@ def test_demo_corpus_has_three_datasets_two_formats_four_levels(demo):
 def test_both_streaming_paths_return_the_records(demo, split):
     out, records = demo
     plan = StreamPlan.from_config(StreamConfig(shard_dirs=[out], split=split, max_atoms=200))
-    expected = sorted(rid for rid in records if split_of(rid, load_build_config(DEMO_SOURCES).split) == split)
+    cfg = load_build_config(DEMO_SOURCES).split
+    expected = sorted(rid for rid, rec in records.items() if split_of(rid, rec.numbers, cfg) == split)
     for batches in (make_dataloader(plan, "eval"), ray_batches(plan, "eval")):
         seen = []
         for batch in batches:

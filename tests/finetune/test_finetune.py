@@ -169,3 +169,67 @@ def test_auxiliary_level_can_replay_other_datasets(source, demo_shards, tmp_path
     assert len(data.train) == 40 and len(replayed) == 30 and len(data.fit) == 70
     assert all(set(r.labels) == {"gfn2-xtb"} for r in replayed)
     assert all(set(r.labels) == {LEVEL} for r in data.fit if r.dataset == "demo_target_ethanol")
+
+
+def test_a_delta_head_starts_as_its_base_and_round_trips_through_a_package(source, demo_shards, tmp_path):
+    """delta_from: the target head is the auxiliary head's network energy plus a correction that starts at zero,
+    so before any step its forces are the base's; the package keeps the relation."""
+    from polyfid.models.package import save_package
+
+    cfg = _config(tmp_path, source, demo_shards, init="scratch", max_epochs=1, auxiliary=[{"level": "gfn2-xtb"}],
+                  delta_from="gfn2-xtb")  # fmt: skip
+    model = fresh_model(load_package(source), cfg.seed)
+    assert prepare_model(model, cfg) == "delta head on 'gfn2-xtb'"
+    data = load_target(cfg)
+    batch = data.batches(data.test[:4], 180)[0]
+    out = model(batch, [LEVEL, "gfn2-xtb"])
+    torch.testing.assert_close(out.forces[:, 0], out.forces[:, 1])
+    summary = finetune(fresh_model(load_package(source), cfg.seed), cfg, data)
+    assert summary["head_init"] == "delta head on 'gfn2-xtb'" and summary["e0_fit"][LEVEL]["prior"] == "gfn2-xtb"
+    with torch.no_grad():
+        model.heads[LEVEL].layers[0].weight.fill_(0.01)
+    path = save_package(tmp_path / "delta.pt", model, provenance={})
+    loaded = load_package(path)
+    assert loaded.metadata["head_bases"] == {LEVEL: "gfn2-xtb"}
+    torch.testing.assert_close(loaded.model(batch, [LEVEL]).energy, model(batch, [LEVEL]).energy)
+
+
+def test_a_step_budget_and_separate_subset_seed(source, demo_shards, tmp_path):
+    cfg = _config(tmp_path, source, demo_shards, steps=5, max_epochs=1, plateau_patience=1, lr_decay="cosine",
+                  hierarchicality_weight=0.01)  # fmt: skip
+    summary = finetune(load_package(source).model, cfg, load_target(cfg))
+    assert summary["steps"] == 5 and summary["epochs"] >= 2  # 40 structures are 2 batches: the budget, not epochs
+    ids = {r.id for r in load_target(cfg).train}
+    reseeded = cfg.model_copy(update={"seed": 7})
+    assert {r.id for r in load_target(reseeded).train} != ids  # the seed drives the subset by default
+    pinned = reseeded.model_copy(update={"target": reseeded.target.model_copy(update={"subset_seed": 0})})
+    assert {r.id for r in load_target(pinned).train} == ids  # ... unless subset_seed pins it
+
+
+def test_a_target_without_a_val_split_is_refused(source, demo_shards, tmp_path):
+    from polyfid.core.errors import ConfigError
+
+    cfg = _config(tmp_path, source, demo_shards)
+    data = load_target(cfg)
+    data.val = []
+    with pytest.raises(ConfigError, match="no val-split energies at 'mp2/cc-pvdz'"):
+        finetune(load_package(source).model, cfg, data)
+
+
+def test_one_dataset_from_scratch_from_the_cli_needs_no_source_package(demo_shards, tmp_path, capsys):
+    """`source: null` + a `model` section: a model trained on N high-level energies of one dataset alone."""
+    from polyfid.cli import main
+
+    raw = {"run_dir": str(tmp_path / "run"), "init": "scratch", "steps": 6, "tracking": {"register_model": False},
+           "model": {"backbone": "hipnn", "settings": {"n_features": 8, "n_sensitivities": 4, "n_atom_layers": 1}},
+           "target": {"shard_dirs": [str(demo_shards)], "level": LEVEL, "datasets": ["demo_target_ethanol"],
+                      "n_train": 20, "max_atoms": 180}}  # fmt: skip
+    (tmp_path / "scratch.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["finetune", str(tmp_path / "scratch.yaml")]) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["steps"] == 6 and result["registration"] == "disabled" and result["n_train"] == 20
+    assert load_package(result["package"]).heads == [LEVEL]
+    raw.pop("model")
+    (tmp_path / "neither.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["finetune", str(tmp_path / "neither.yaml")]) == 2
+    assert "either source" in capsys.readouterr().err

@@ -27,7 +27,7 @@ def check_batch(
         np.testing.assert_array_equal(batch.numbers[atoms].numpy(), rec.numbers)
         np.testing.assert_array_equal(batch.positions[atoms].numpy(), rec.positions)
         assert dataset_names[batch.dataset[i]] == rec.dataset
-        assert not batch.pbc[i].any() and not batch.cell[i].any() and batch.charge[i] == 0
+        assert not batch.pbc[i].any() and not batch.cell[i].any()
         for j, level in enumerate(level_names):
             lab = rec.labels.get(level)
             energy = None if lab is None else lab.energy

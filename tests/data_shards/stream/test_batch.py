@@ -23,7 +23,7 @@ def test_collate_matches_records(shards, mixed):
     batch = collate(mixed, shards.level_names, shards.dataset_names)
     check_batch(batch, shards.records["train"], shards.level_names, shards.dataset_names)
     assert batch.n_structures == len(mixed) and batch.n_atoms_total == sum(r.n_atoms for r in mixed)
-    assert batch.numbers.dtype == batch.batch.dtype == batch.dataset.dtype == batch.charge.dtype == torch.long
+    assert batch.numbers.dtype == batch.batch.dtype == batch.dataset.dtype == torch.long
     assert batch.positions.dtype == batch.energy.dtype == batch.cell.dtype == torch.float64
     assert batch.forces.dtype == torch.float32 and batch.pbc.dtype == batch.energy_mask.dtype == torch.bool
     # the datasets' level sets differ, so each structure has some levels masked
@@ -31,14 +31,24 @@ def test_collate_matches_records(shards, mixed):
     assert set(batch.n_atoms.tolist()) > {9}
 
 
-def test_cell_pbc_and_charge(shards, mixed):
-    periodic = dataclasses.replace(
-        mixed[0], cell=np.diag([10.0, 11.0, 12.0]), pbc=np.array([True, True, False]), charge=-1
-    )
+def test_cell_and_pbc(shards, mixed):
+    periodic = dataclasses.replace(mixed[0], cell=np.diag([10.0, 11.0, 12.0]), pbc=np.array([True, True, False]))
     batch = collate([periodic, mixed[1]], shards.level_names, shards.dataset_names)
     np.testing.assert_array_equal(batch.cell[0].numpy(), np.diag([10.0, 11.0, 12.0]))
-    assert batch.pbc.tolist() == [[True, True, False], [False, False, False]]
-    assert batch.charge.tolist() == [-1, 0] and not batch.cell[1].any()
+    assert batch.pbc.tolist() == [[True, True, False], [False, False, False]] and not batch.cell[1].any()
+
+
+@pytest.mark.parametrize(("charge", "multiplicity", "shown"), [(-1, 1, "charge -1"), (0, 2, "multiplicity 2")])
+def test_charged_or_open_shell_records_are_refused_never_merged_with_neutral_ones(
+    shards, mixed, charge, multiplicity, shown
+):
+    from polyfid.data_shards.stream.batch import UnsupportedStateError
+
+    ion = dataclasses.replace(mixed[0], charge=charge, multiplicity=multiplicity)
+    with pytest.raises(UnsupportedStateError, match=f"{mixed[0].id}.*{shown}.*neutral closed-shell"):
+        collate([mixed[1], ion], shards.level_names, shards.dataset_names)
+    neutral = dataclasses.replace(mixed[0], charge=0, multiplicity=1)  # stated neutral singlet: fine
+    assert collate([neutral], shards.level_names, shards.dataset_names).n_structures == 1
 
 
 def test_off_axis_level_or_dataset_is_an_error(shards, mixed):
