@@ -12,6 +12,9 @@ on a val plateau, best-val weights kept. Every model is trained from scratch by 
   sf_ef     single-fidelity: N high-level energies and forces (what multi-fidelity should approach)
   mf        the reference method: a head per level; xTB E+F on the pool + N high-level energies
   mf_delta  mf with a delta high-level head: the xTB head's network energy + a correction (delta_from)
+  mf_embed  mf with fidelity embeddings conditioning the trunk (model.fidelity_embedding)
+  low_then_delta  two stages: a model trained on the pool's xTB E+F (one per seed, shared by every N), then a
+            delta head on it fitted to the N energies with the trunk frozen (delta_from, strategy head)
 
 Trivial baselines on the same test set: xTB forces used as CCSD(T) forces; zero forces; E0-only (mean) energies;
 xTB energies + the mean offset fitted on the N; the linear baseline (E0 + ridge on the untrained network's summed
@@ -59,7 +62,10 @@ from polyfid.models.package import load_package, save_package  # noqa: E402
 HIGH, LOW = "high", "low"  # level names in the benchmark's shards
 AUX = [{"level": LOW, "energy_weight": 1.0, "forces_weight": 1.0}]
 MODELS = {"sf_e": {}, "sf_ef": {"forces_weight": 1.0}, "mf": {"auxiliary": AUX},
-          "mf_delta": {"auxiliary": AUX, "delta_from": LOW}}  # fmt: skip
+          "mf_delta": {"auxiliary": AUX, "delta_from": LOW}, "mf_embed": {"auxiliary": AUX},
+          "low_then_delta": {"delta_from": LOW, "strategy": "head", "init": "pretrained"}}  # fmt: skip
+EMBEDDED = {"mf_embed"}  # trained on the architecture with fidelity embeddings
+STAGED = {"low_then_delta"}  # start from the seed's xTB-only model
 ARCH = {"n_features": 64, "n_sensitivities": 20, "n_interactions": 2, "n_atom_layers": 3, "cutoff": 5.5,
         "r_soft_min": 0.75, "r_soft_max": 5.0}  # fmt: skip
 BATCH_ATOMS = 32 * 9
@@ -117,13 +123,33 @@ def target_data(plan: StreamPlan, records: dict[int, Record], split: dict, model
     return TargetData(plan, train, val, test, fit, plan.level_names.index(HIGH))
 
 
-def architecture(shards: Path, out: Path) -> Path:
-    path = out / "architecture-hipnn64.pt"
+def architecture(shards: Path, out: Path, embedding: bool = False) -> Path:
+    path = out / f"architecture-hipnn64{'-embedding' if embedding else ''}.pt"
     if not path.exists():
         manifest = Manifest.load(shards)
         backbone = Hipnn(HipnnConfig(elements=manifest.elements, **ARCH))
-        save_package(path, build_model(backbone, {LOW: manifest.levels[LOW]}), provenance={"benchmark": "scratch"})
+        model = build_model(backbone, {LOW: manifest.levels[LOW]}, fidelity_embedding=embedding)
+        save_package(path, model, provenance={"benchmark": "scratch"})
     return path
+
+
+def low_level_model(plan, records, split, package: Path, seed: int, args) -> Path:
+    """Stage 1 of low_then_delta: a model of the pool's xTB energies and forces (val: the val set's xTB energies),
+    the same budget as every other run; cached per seed and budget."""
+    path = args.out / f"stage1-{seed}-{args.steps}.pt"
+    if path.exists():
+        return path
+    raw = {"run_dir": str(args.out / "runs" / f"stage1-{seed}"), "seed": seed, "source": str(package),
+           "init": "scratch", "lr": 1e-3, "steps": args.steps, "patience": 10**6, "plateau_patience": args.plateau,
+           "forces_weight": 1.0, "target": {"shard_dirs": [str(args.out / "shards")], "level": LOW,
+                                             "max_atoms": BATCH_ATOMS}}  # fmt: skip
+    cfg: FinetuneConfig = validate_config(raw, f"stage 1 seed={seed}", FinetuneConfig)
+    pool = [only(records[int(k)], {LOW}) for k in split["pool"]]
+    val = [only(records[int(k)], {LOW}) for k in split["val"]]
+    data = TargetData(plan, pool, val, [], pool, plan.level_names.index(LOW))
+    net = fresh_model(load_package(package), seed)
+    finetune(net, cfg, data)
+    return save_package(path, net, provenance={"benchmark": "low_then_delta stage 1", "seed": seed})
 
 
 def baselines(plan: StreamPlan, records: dict[int, Record], split: dict, n: int, package: Path) -> dict[str, float]:
@@ -145,14 +171,18 @@ def baselines(plan: StreamPlan, records: dict[int, Record], split: dict, n: int,
 
 
 def one_run(plan, records, split, package: Path, model: str, n: int, seed: int, args) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    if model in STAGED:
+        package = low_level_model(plan, records, split, package, seed, args)
+    elif model in EMBEDDED:
+        package = architecture(args.out / "shards", args.out, embedding=True)
     raw = {"run_dir": str(args.out / "runs" / f"{model}-{n}-{seed}"), "seed": seed, "source": str(package),
            "init": "scratch", "lr": 1e-3, "steps": args.steps, "patience": 10**6, "plateau_patience": args.plateau,
            "target": {"shard_dirs": [str(args.out / "shards")], "level": HIGH, "n_train": n,
                       "max_atoms": BATCH_ATOMS}, **MODELS[model]}  # fmt: skip
     cfg: FinetuneConfig = validate_config(raw, f"{model} N={n}", FinetuneConfig)
     data = target_data(plan, records, split, model, n)
-    net = fresh_model(load_package(package), seed)
-    t0 = time.perf_counter()
+    net = load_package(package).model if cfg.init == "pretrained" else fresh_model(load_package(package), seed)
     summary = finetune(net, cfg, data)
     seconds = time.perf_counter() - t0
     test = energy_errors(net, data.batches(data.test, BATCH_ATOMS), HIGH, data.level_index)

@@ -10,7 +10,8 @@ from polyfid.core.tracking import report_registration
 from polyfid.data_shards.record import normalize_level
 from polyfid.finetune.evaluate import SPLITS
 
-VERDICT = {"linear": "linear wins", "nonlinear": "nonlinear wins", "tie": "tie (no epoch beat the linear start)"}
+VERDICT = {"linear": "linear wins", "nonlinear": "nonlinear wins",
+           "tie": "tie (the difference is within noise: 2 standard errors of the paired test errors)"}  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from polyfid.core.atomic import atomic_write_bytes
 from polyfid.core.errors import ConfigError
@@ -26,20 +27,31 @@ from polyfid.models.package import PYFUNC_CODE, LoadedPackage, save_package
 PACKAGE_NAME = "polyfid-finetuned.pt"
 
 
-def linear_scores(model: PolyfidModel, fit: LinearBaseline, data: TargetData) -> dict[str, Any]:
-    """Test errors of the linear baseline `fit` (ridge on `model`'s frozen features + E0 on counts)."""
+def linear_errors(model: PolyfidModel, fit: LinearBaseline, data: TargetData) -> np.ndarray:
+    """Per test structure: the linear baseline's energy error (eV; ridge on `model`'s frozen features + E0)."""
     test = data.plan.collate(data.test)
-    err = fit.predict(element_counts(test, fit.elements), structure_features(model, test))
-    err = err - test.energy[:, data.level_index].numpy()
-    return {"energy_mae": float(np.abs(err).mean()), "energy_rmse": float(np.sqrt((err**2).mean())),
-            "alpha": fit.alpha, "cv_rmse": fit.cv_rmse}  # fmt: skip
+    pred = fit.predict(element_counts(test, fit.elements), structure_features(model, test))
+    return pred - test.energy[:, data.level_index].numpy()
 
 
-def compare(linear_rmse: float, nonlinear_rmse: float) -> str:
-    """Which model wins on test energy RMSE ("tie" when equal: a linear-probe start that no epoch improved on)."""
-    if abs(linear_rmse - nonlinear_rmse) <= 1e-9 * max(linear_rmse, nonlinear_rmse):
+def nonlinear_errors(model: PolyfidModel, data: TargetData, level: str, max_atoms: int) -> np.ndarray:
+    """Per test structure: the model's energy error (eV) at `level`, in `data.test` order."""
+    model.eval()
+    out = []
+    for batch in data.batches(data.test, max_atoms):
+        with torch.no_grad():
+            energy = model(batch, [level], compute_forces=False).energy[:, 0]
+        out.append((energy - batch.energy[:, data.level_index]).numpy())
+    return np.concatenate(out)
+
+
+def compare(linear_err: np.ndarray, nonlinear_err: np.ndarray) -> str:
+    """Which model wins on test energies, "tie" when the difference is within noise: the mean paired difference
+    of squared errors within two standard errors of zero (the same structures score both models)."""
+    d = linear_err**2 - nonlinear_err**2
+    if len(d) < 2 or abs(d.mean()) <= 2 * d.std(ddof=1) / np.sqrt(len(d)):
         return "tie"
-    return "linear" if linear_rmse < nonlinear_rmse else "nonlinear"
+    return "nonlinear" if d.mean() > 0 else "linear"
 
 
 def starting_model(package: LoadedPackage, cfg: FinetuneConfig) -> PolyfidModel:
@@ -54,11 +66,13 @@ def fit_both(package: LoadedPackage, cfg: FinetuneConfig, data: TargetData, log=
     prior = e0_prior_head(model, cfg)
     prior_e0 = head_e0(model, prior) if prior in model.head_names else None  # an auxiliary base has no E0 yet
     fit = fit_structures(model, data.plan.collate(data.train), data.level_index, cfg.seed, prior_e0)
-    linear = linear_scores(model, fit, data)
+    lin_err = linear_errors(model, fit, data)
+    linear = {"energy_mae": float(np.abs(lin_err).mean()), "energy_rmse": float(np.sqrt((lin_err**2).mean())),
+              "alpha": fit.alpha, "cv_rmse": fit.cv_rmse}  # fmt: skip
     summary = finetune(model, cfg, data, log=log, linear=fit)
     test = data.batches(data.test, cfg.target.max_atoms)
     nonlinear = energy_errors(model, test, cfg.target.level, data.level_index)
-    winner = compare(linear["energy_rmse"], nonlinear["energy_rmse"])
+    winner = compare(lin_err, nonlinear_errors(model, data, cfg.target.level, cfg.target.max_atoms))
     return {"model": model, "summary": summary, "n_train": len(data.train), "n_fit": len(data.fit),
             "linear": linear, "nonlinear": nonlinear, "winner": winner}  # fmt: skip
 

@@ -99,12 +99,14 @@ def architecture_package(cfg: Any, elements: list[int]) -> LoadedPackage:
     settings = cfg.settings.model_dump(mode="json")
     settings["elements"] = settings["elements"] or elements
     backbone = build_backbone(cfg.backbone, settings)
-    meta = {"backbone": backbone_spec(backbone), "heads": [], "provenance": {}}
-    return LoadedPackage(model=PolyfidModel(backbone), metadata=meta)
+    embedding = bool(cfg.fidelity_embedding)
+    meta = {"backbone": backbone_spec(backbone), "heads": [], "provenance": {}, "fidelity_embedding": embedding}
+    return LoadedPackage(model=PolyfidModel(backbone, fidelity_embedding=embedding), metadata=meta)
 
 
 def fresh_model(package: LoadedPackage, seed: int) -> PolyfidModel:
     """The package's architecture with freshly initialised weights (seeded) and no heads: "trained from scratch"."""
     spec = package.metadata["backbone"]
     torch.manual_seed(seed)
-    return PolyfidModel(build_backbone(spec["kind"], spec["config"])).eval()
+    embedding = bool(package.metadata.get("fidelity_embedding", False))
+    return PolyfidModel(build_backbone(spec["kind"], spec["config"]), fidelity_embedding=embedding).eval()

@@ -54,6 +54,10 @@ def _model_section(kind: str) -> type[Section]:
         backbone=(Literal[kind], Field(kind, description=f"backbone kind: one of {sorted(BACKBONES)}")),
         settings=(settings, Field(default_factory=settings, description="the backbone's sizes and settings")),
         normalize_heads=(bool, Field(True, description="scale each head by its level's residual per-atom std")),
+        fidelity_embedding=(
+            bool,
+            Field(False, description="a learned embedding per level conditions the trunk (a pass per head)"),
+        ),
     )
     section.kind_name = kind
     return section

@@ -30,7 +30,8 @@ def build_polyfid_model(cfg: PretrainConfig, catalog: ShardCatalog, levels: Sequ
     settings["elements"] = settings["elements"] or catalog.elements
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.model.backbone, settings)
-    return build_model(backbone, {lv: catalog.level_stats.get(lv) for lv in levels}, cfg.model.normalize_heads)
+    stats = {lv: catalog.level_stats.get(lv) for lv in levels}
+    return build_model(backbone, stats, cfg.model.normalize_heads, cfg.model.fidelity_embedding)
 
 
 class TrainingObjective(nn.Module):

@@ -21,7 +21,8 @@ class EnergyHead(nn.Module):
     E0 (eV, float64 buffer) comes from the level's least-squares fit when `stats` is given (0 otherwise, and for
     elements the fit did not see). Features are taken relative to those of an isolated atom of the same element
     (`reference`), so an isolated atom's energy is exactly its E0 and the head has no bias. `scale` (buffer) is the
-    level's residual per-atom std when `normalize` and known, else 1.
+    level's residual per-atom std when `normalize` and known, else 1. `embedding`: the level's fidelity embedding,
+    added to the trunk's one-hot input when the model is conditioned (PolyfidModel.fidelity_embedding).
     """
 
     def __init__(
@@ -30,10 +31,13 @@ class EnergyHead(nn.Module):
         elements: Sequence[int],
         stats: LevelStats | None = None,
         normalize: bool = True,
+        embedding: bool = False,
     ):
         super().__init__()
         self.elements = [int(z) for z in elements]
         self.layers = nn.ModuleList(nn.Linear(n, 1, bias=False) for n in feature_sizes[1:])
+        # the level's fidelity embedding (conditions the trunk's input; starts at zero: the unconditioned trunk)
+        self.embedding = nn.Parameter(torch.zeros(feature_sizes[0])) if embedding else None
         e0 = torch.zeros(len(self.elements), dtype=torch.float64)
         scale = 1.0
         if stats is not None:

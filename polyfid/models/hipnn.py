@@ -128,6 +128,8 @@ class Hipnn(nn.Module):
     Each z^(l) (l >= 1) is the output of interaction block l followed by its atom layers.
     """
 
+    accepts_condition = True  # forward(species, graph, condition): fidelity embeddings
+
     def __init__(self, config: HipnnConfig):
         super().__init__()
         self.config = config
@@ -154,8 +156,12 @@ class Hipnn(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.blocks[0][0].res.weight.dtype
 
-    def forward(self, species: torch.Tensor, graph: Graph) -> list[torch.Tensor]:
+    def forward(self, species: torch.Tensor, graph: Graph, condition: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """`condition` (n_species,): a level's fidelity embedding added to every atom's one-hot input, so the whole
+        trunk (neighbours' inputs included) computes level-specific features."""
         z = F.one_hot(species, len(self.elements)).to(self.dtype)
+        if condition is not None:
+            z = z + condition.to(self.dtype)
         features = [z]
         for block in self.blocks:
             z = block[0](z, graph)

@@ -38,13 +38,21 @@ class ModelOutput:
 
 
 class PolyfidModel(nn.Module):
-    """forward(batch, heads) -> ModelOutput. Heads are always chosen by name; there is no default head."""
+    """forward(batch, heads) -> ModelOutput. Heads are always chosen by name; there is no default head.
 
-    def __init__(self, backbone: nn.Module, heads: EnergyHeads | None = None):
+    `fidelity_embedding`: every head carries a learned embedding of its level that conditions the trunk (added to
+    the one-hot input), so each level gets its own features from shared weights; the trunk then runs once per
+    requested head instead of once per batch.
+    """
+
+    def __init__(self, backbone: nn.Module, heads: EnergyHeads | None = None, fidelity_embedding: bool = False):
         super().__init__()
+        if fidelity_embedding and not getattr(backbone, "accepts_condition", False):
+            raise ValueError(f"{type(backbone).__name__} takes no fidelity embedding")
         self.backbone = backbone
         self.heads = heads if heads is not None else EnergyHeads()
         self.species = SpeciesIndex(backbone.elements)
+        self.fidelity_embedding = fidelity_embedding
 
     @property
     def dtype(self) -> torch.dtype:
@@ -60,7 +68,9 @@ class PolyfidModel(nn.Module):
         """New head for level `name` (fine-tuning: the trunk and other heads are untouched). `base`: a delta head,
         the base head's network energy plus a correction that starts at zero."""
         ref = next(self.backbone.parameters())
-        head = EnergyHead(self.backbone.feature_sizes, self.backbone.elements, stats, normalize)
+        head = EnergyHead(
+            self.backbone.feature_sizes, self.backbone.elements, stats, normalize, embedding=self.fidelity_embedding
+        )
         if base is not None:
             for layer in head.layers:
                 nn.init.zeros_(layer.weight)
@@ -68,18 +78,40 @@ class PolyfidModel(nn.Module):
         self.heads.add(name, head, base)
         return head
 
-    def isolated_features(self, like: torch.Tensor) -> list[torch.Tensor]:
+    def _trunk(self, species: torch.Tensor, graph: Graph, condition: torch.Tensor | None) -> list[torch.Tensor]:
+        return self.backbone(species, graph) if condition is None else self.backbone(species, graph, condition)
+
+    def isolated_features(self, like: torch.Tensor, condition: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Backbone features of one isolated atom of every element (rows in element order)."""
         species = torch.arange(len(self.backbone.elements), device=like.device)
-        return self.backbone(species, Graph.empty(like))
+        return self._trunk(species, Graph.empty(like), condition)
 
     def _layers(
         self, batch: Batch, pos: torch.Tensor, cell: torch.Tensor
     ) -> tuple[Graph, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """(graph, species, per-layer features, isolated-atom features) at positions `pos` in cells `cell`."""
+        """(graph, species, per-layer features, isolated-atom features) at positions `pos` in cells `cell`
+        (unconditioned)."""
         graph = build_graph(pos, batch.batch, batch.n_atoms, self.backbone.cutoff, cell, batch.pbc)
         species = self.species(batch.numbers)
         return graph, species, self.backbone(species, graph), self.isolated_features(pos)
+
+    def _energies(
+        self, batch: Batch, pos: torch.Tensor, cell: torch.Tensor, indices: list[int]
+    ) -> tuple[Graph, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(graph, E0 sums, net energies, per-layer energies) of the heads `indices`: one trunk pass, or one per
+        head when the trunk is conditioned on each head's fidelity embedding."""
+        n_struct = int(batch.n_atoms.shape[0])
+        if not self.fidelity_embedding:
+            graph, species, features, reference = self._layers(batch, pos, cell)
+            return graph, *self.heads(features, reference, species, batch.batch, n_struct, indices)
+        graph = build_graph(pos, batch.batch, batch.n_atoms, self.backbone.cutoff, cell, batch.pbc)
+        species = self.species(batch.numbers)
+        parts = []
+        for k in indices:
+            condition = self.heads.heads[k].embedding
+            features, reference = self._trunk(species, graph, condition), self.isolated_features(pos, condition)
+            parts.append(self.heads(features, reference, species, batch.batch, n_struct, [k]))
+        return graph, *(torch.cat(columns, dim=1) for columns in zip(*parts, strict=True))
 
     def features(self, batch: Batch) -> torch.Tensor:
         """(A, F) per-atom features the energy heads are linear in: each layer's (l >= 1) features relative to an
@@ -122,8 +154,7 @@ class PolyfidModel(nn.Module):
                 sym = 0.5 * (strain + strain.transpose(1, 2))
                 pos = pos + torch.einsum("ax,axy->ay", pos, sym[batch.batch])
                 cell = cell + cell @ sym
-            graph, species, features, reference = self._layers(batch, pos, cell)
-            e0_sum, net, per_layer = self.heads(features, reference, species, batch.batch, n_struct, indices)
+            graph, e0_sum, net, per_layer = self._energies(batch, pos, cell, indices)
             energy = e0_sum + net.to(torch.float64)
             forces = stress = None
             if compute_forces or compute_stress:
@@ -172,9 +203,14 @@ class PolyfidModel(nn.Module):
         return forces, stress
 
 
-def build_model(backbone: nn.Module, levels: Mapping[str, LevelStats | None], normalize: bool = True) -> PolyfidModel:
+def build_model(
+    backbone: nn.Module,
+    levels: Mapping[str, LevelStats | None],
+    normalize: bool = True,
+    fidelity_embedding: bool = False,
+) -> PolyfidModel:
     """A PolyfidModel with one head per level (e.g. `manifest.levels`), in the given order."""
-    model = PolyfidModel(backbone)
+    model = PolyfidModel(backbone, fidelity_embedding=fidelity_embedding)
     for name, stats in levels.items():
         model.add_head(name, stats, normalize)
     return model

@@ -8,6 +8,7 @@ plain ``torch.load(path, weights_only=True)`` reads it; no arbitrary object is p
      "backbone": {"kind": "hipnn", "config": {...}},   # kind from polyfid.models.registry.BACKBONES
      "heads": ["b3lyp/def2-svp", "gfn2-xtb"],         # head names in head order (no default head)
      "head_bases": {},                                # delta heads: name -> base head (1.1)
+     "fidelity_embedding": false,                     # heads' embeddings condition the trunk (1.1)
      "elements": [1, 6, 7, 8], "cutoff": 5.0, "dtype": "float32",
      "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
      "provenance": {...},                              # caller's (manifest hash, config, ...) + git commit
@@ -37,7 +38,7 @@ from polyfid.models.model import PolyfidModel
 from polyfid.models.registry import backbone_spec, build_backbone
 
 FORMAT_NAME = "polyfid-model-package"
-PACKAGE_FORMAT = "1.1"  # 1.1: delta heads (head_bases)
+PACKAGE_FORMAT = "1.1"  # 1.1: delta heads (head_bases), fidelity embeddings
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # the MLflow pyfunc face of a package (models from code)
 PACKAGE_NAME = "polyfid-pretrained.pt"  # the package inside a pretraining run: <run_dir>/model/<PACKAGE_NAME>
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
@@ -136,6 +137,7 @@ def package_dict(model: PolyfidModel, provenance: dict[str, Any]) -> dict[str, A
         "backbone": backbone_spec(model.backbone),
         "heads": list(model.head_names),
         "head_bases": dict(model.heads.bases),
+        "fidelity_embedding": bool(model.fidelity_embedding),
         "elements": [int(z) for z in model.backbone.elements],
         "cutoff": float(model.backbone.cutoff),
         "dtype": str(model.dtype).removeprefix("torch."),
@@ -203,7 +205,7 @@ def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
     _check_version(raw, path)
     try:
         backbone = build_backbone(raw["backbone"]["kind"], raw["backbone"]["config"])
-        model = PolyfidModel(backbone)
+        model = PolyfidModel(backbone, fidelity_embedding=bool(raw.get("fidelity_embedding", False)))
         for name in raw["heads"]:
             model.add_head(name, None)
         model.load_state_dict(raw["state_dict"], strict=True)
@@ -212,7 +214,16 @@ def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
     if model.head_names != list(raw["heads"]) or list(backbone.elements) != list(raw["elements"]):
         raise PackageError(f"{path}: heads/elements of the rebuilt model differ from the package metadata")
     model.to(map_location).eval()
-    known = {*REQUIRED_FIELDS, "head_bases", "polyfid_version", "torch_version", "created", "dtype", "provenance"}
+    known = {
+        *REQUIRED_FIELDS,
+        "head_bases",
+        "fidelity_embedding",
+        "polyfid_version",
+        "torch_version",
+        "created",
+        "dtype",
+        "provenance",
+    }
     meta = {k: v for k, v in raw.items() if k != "state_dict"}
     extra = {k: v for k, v in meta.items() if k not in known}
     return LoadedPackage(model=model, metadata=meta, path=path, extra=extra)

@@ -47,6 +47,10 @@ class TestHipHop43Packaged(TestHipHop43):
     packaged = True
 
 
+class TestHipHop43ConditionedPackaged(TestHipHop43):
+    packaged = conditioned = True
+
+
 class TestHipHop43GroupNorm(ModelTestMixin):
     kind, settings = "hiphop", {**SMALL, "n_max": 4, "l_max": 3, "group_norm": True}
 

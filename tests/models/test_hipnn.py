@@ -24,6 +24,12 @@ class TestHipnnPackaged(TestHipnn):
     packaged = True
 
 
+class TestHipnnConditionedPackaged(TestHipnn):
+    """Fidelity embeddings (a trunk pass per head) and a delta head, reloaded from a package."""
+
+    packaged = conditioned = True
+
+
 def test_config_validation():
     assert HipnnConfig(elements=[8, 1, 1]).elements == [1, 8]
     with pytest.raises(ValueError):

@@ -51,6 +51,7 @@ class ModelTestMixin:
     kind: ClassVar[str]  # the backbone registry kind
     settings: ClassVar[dict[str, Any]] = {}
     packaged: ClassVar[bool] = False  # run on the model reloaded from a saved package
+    conditioned: ClassVar[bool] = False  # fidelity embeddings condition the trunk, plus a delta head
 
     def make_backbone(self, dtype: torch.dtype) -> torch.nn.Module:
         config = {"elements": ELEMENTS, **self.settings, "dtype": str(dtype).removeprefix("torch.")}
@@ -58,7 +59,14 @@ class ModelTestMixin:
 
     def make_model(self, dtype: torch.dtype) -> PolyfidModel:
         torch.manual_seed(0)
-        model = build_model(self.make_backbone(dtype), level_stats())
+        model = build_model(self.make_backbone(dtype), level_stats(), fidelity_embedding=self.conditioned)
+        if self.conditioned:  # non-zero embeddings (they start at zero) and a delta head on the first level
+            delta = model.add_head("delta/level", None, base=model.head_names[0])
+            with torch.no_grad():
+                for head in model.heads.heads:
+                    head.embedding.normal_(0.0, 0.5)
+                for layer in delta.layers:
+                    layer.weight.normal_(0.0, 0.1)
         return round_trip(model) if self.packaged else model
 
     # -- helpers --------------------------------------------------------------------------------------------------
@@ -233,7 +241,7 @@ class ModelTestMixin:
     def test_force_loss_reaches_every_parameter(self):
         """Double backward: a loss on forces alone gives a nonzero gradient on every trainable parameter."""
         model = self._model(torch.float32, train=True)
-        out = model(make_batch([*self._molecules(3), water_box_record()]), HEADS)
+        out = model(make_batch([*self._molecules(3), water_box_record()]), model.head_names)
         assert out.forces.requires_grad
         out.forces.pow(2).mean().backward()
         dead = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
