@@ -240,6 +240,7 @@ def test_the_verdict_is_a_tie_when_the_difference_is_within_noise():
 
     rng = np.random.default_rng(0)
     a = rng.normal(0, 0.1, 60)
-    assert compare(a, a * 1.01) == "tie"  # 1% apart on 60 structures: noise
+    assert compare(a, a + rng.normal(0, 0.01, 60)) == "tie"  # apart by noise, not systematically
+    assert compare(a, a * 1.01) == "linear"  # 1% worse on every structure: systematic, not noise
     assert compare(a, a[::-1]) == "tie"  # equal overall error, different structures
     assert compare(a, a * 0.3) == "nonlinear" and compare(a * 0.3, a) == "linear"
