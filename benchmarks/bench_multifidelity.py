@@ -185,6 +185,7 @@ def one_run(plan, records, split, package: Path, model: str, n: int, seed: int, 
     net = load_package(package).model if cfg.init == "pretrained" else fresh_model(load_package(package), seed)
     summary = finetune(net, cfg, data)
     seconds = time.perf_counter() - t0
+    save_package(Path(cfg.run_dir) / "model.pt", net, provenance={"benchmark": model, "n": n, "seed": seed})
     test = energy_errors(net, data.batches(data.test, BATCH_ATOMS), HIGH, data.level_index)
     return {"n_fit": len(data.fit), "steps": summary["steps"], "epochs": summary["epochs"], "seconds": seconds,
             "test_forces_mae": 1000 * test["forces_mae"], "test_energy_mae": 1000 * test["energy_mae"]}  # fmt: skip

@@ -142,8 +142,8 @@ def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnErro
             if len(bucket) < _MAX_EXAMPLES:
                 bucket.append(str(item))
             continue
-        split = split_of(item.id, item.numbers, config.split)
-        if split is None:  # a block-edge frame (split.gap): dropped, counted, never an error
+        split = split_of(item.id, item.numbers, chunk.source.split or config.split)
+        if split is None:  # a frame at a boundary between splits (split.gap): dropped, counted, never an error
             dropped["split_gap"] += 1
             continue
         n_written += 1

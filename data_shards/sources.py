@@ -69,6 +69,28 @@ class Limits(_Strict):
     max_abs_force: float = Field(default=1.0e4, gt=0, description="bound on every force component (eV/Angstrom)")
 
 
+class SplitConfig(_Strict):
+    """Fractions for the hash-based split (train is what remains) and what is hashed, so that near-duplicates do not
+    straddle splits: `id` each structure; `group` each file key (a molecule or trajectory: every frame of it lands
+    in one split); `formula` each composition; `block` runs of `block` consecutive frames of a key (MD), dropping
+    `gap` frames on each side of a boundary between blocks of different splits, so no held-out frame is next to a
+    training frame."""
+
+    val: float = Field(default=0.05, ge=0, lt=1)
+    test: float = Field(default=0.05, ge=0, lt=1)
+    by: Literal["id", "group", "formula", "block"] = Field(default="id")
+    block: int = Field(default=20, ge=1, description="by=block: consecutive frames per block")
+    gap: int = Field(default=0, ge=0, description="by=block: frames dropped on each side of a split boundary")
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError("val + test must be < 1")
+        if self.by == "block" and 2 * self.gap >= self.block:
+            raise ValueError(f"split.gap {self.gap} drops every frame of a block of {self.block}")
+        return self
+
+
 class SourceConfig(_Strict):
     """One dataset. `path` is a file or glob, relative to the YAML file's folder."""
 
@@ -80,6 +102,11 @@ class SourceConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)  # format-specific keys (see each reader)
     chunk_size: int = Field(default=2000, gt=0)  # structures per build task
     limits: Limits = Field(default_factory=Limits)
+    split: SplitConfig | None = Field(
+        default=None,
+        description="this dataset's split, instead of the file's (e.g. by: group for a scan kept whole); a file"
+        " that two datasets read must be split the same way in both, or geometries leak between splits",
+    )
 
     @field_validator("name")
     @classmethod
@@ -122,27 +149,6 @@ def _record_name(pattern: str, path: str) -> str:
     if wild is None or not Path(pattern).is_absolute():
         return Path(path).name
     return Path(path).relative_to(Path(*parts[:wild])).as_posix()
-
-
-class SplitConfig(_Strict):
-    """Fractions for the hash-based split (train is what remains) and what is hashed, so that near-duplicates do not
-    straddle splits: `id` each structure; `group` each file key (a molecule or trajectory: every frame of it lands
-    in one split); `formula` each composition; `block` runs of `block` consecutive frames of a key (MD), dropping
-    `gap` frames at each block edge so no held-out frame is next to a training frame."""
-
-    val: float = Field(default=0.05, ge=0, lt=1)
-    test: float = Field(default=0.05, ge=0, lt=1)
-    by: Literal["id", "group", "formula", "block"] = Field(default="id")
-    block: int = Field(default=20, ge=1, description="by=block: consecutive frames per block")
-    gap: int = Field(default=0, ge=0, description="by=block: frames dropped at each edge of a block")
-
-    @model_validator(mode="after")
-    def _sum(self) -> SplitConfig:
-        if self.val + self.test >= 1:
-            raise ValueError("val + test must be < 1")
-        if self.by == "block" and 2 * self.gap >= self.block:
-            raise ValueError(f"split.gap {self.gap} drops every frame of a block of {self.block}")
-        return self
 
 
 class BuildConfig(_Strict):

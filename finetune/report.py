@@ -17,7 +17,7 @@ def describe_fit(cfg: dict[str, Any], n_train: int) -> str:
     text = f"{n_train} {target['level']} E" + ("+F" if cfg.get("forces_weight", 0) > 0 else "")
     for aux in cfg.get("auxiliary", []):
         parts = "+".join(k for k, w in (("E", aux["energy_weight"]), ("F", aux["forces_weight"])) if w > 0)
-        where = ",".join(aux["datasets"]) if aux.get("datasets") else "same geometries"
+        where = ",".join(aux["datasets"]) if aux.get("datasets") else "all target train geometries"
         count = f", {aux['n']}" if aux.get("n") else ""
         text += f" + {aux['level']} {parts} ({where}{count})"
     return text

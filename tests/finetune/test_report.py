@@ -39,4 +39,4 @@ def test_describe_fit_names_every_label_fitted():
     xtb = {"level": "xtb", "energy_weight": 0.0, "forces_weight": 1.0, "datasets": None, "n": None}
     b3lyp = {"level": "b3lyp", "energy_weight": 1.0, "forces_weight": 1.0, "datasets": ["md"], "n": 50}
     cfg = {"target": {"level": "mp2"}, "forces_weight": 0.0, "auxiliary": [xtb, b3lyp]}
-    assert describe_fit(cfg, 100) == "100 mp2 E + xtb F (same geometries) + b3lyp E+F (md, 50)"
+    assert describe_fit(cfg, 100) == "100 mp2 E + xtb F (all target train geometries) + b3lyp E+F (md, 50)"
