@@ -15,6 +15,11 @@ on a val plateau, best-val weights kept. Every model is trained from scratch by 
   mf_embed  mf with fidelity embeddings conditioning the trunk (model.fidelity_embedding)
   low_then_delta  two stages: a model trained on the pool's xTB E+F (one per seed, shared by every N), then a
             delta head on it fitted to the N energies with the trunk frozen (delta_from, strategy head)
+  delta_xtb Delta-learning on the exact low level: a network fitted to E_high - E_xTB on the N (energies only);
+            its forces are F_xTB + the network's, so it needs an xTB calculation at inference
+  distill   distilled forces: delta_xtb (same N and seed) is the teacher; a standalone network (no xTB at
+            inference) is fitted to its energies and forces on the whole pool, with the N true energies in place
+            of the teacher's
 
 Trivial baselines on the same test set: xTB forces used as CCSD(T) forces; zero forces; E0-only (mean) energies;
 xTB energies + the mean offset fitted on the N; the linear baseline (E0 + ridge on the untrained network's summed
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +52,7 @@ from polyfid.core.config import validate_config  # noqa: E402
 from polyfid.core.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
 from polyfid.data_shards.build import build_shards  # noqa: E402
 from polyfid.data_shards.manifest import Manifest  # noqa: E402
-from polyfid.data_shards.record import Record  # noqa: E402
+from polyfid.data_shards.record import LevelLabels, Record  # noqa: E402
 from polyfid.data_shards.sources import load_build_config  # noqa: E402
 from polyfid.data_shards.stream import StreamConfig, StreamPlan  # noqa: E402
 from polyfid.data_shards.stream.pipeline import record_streams  # noqa: E402
@@ -63,9 +69,11 @@ HIGH, LOW = "high", "low"  # level names in the benchmark's shards
 AUX = [{"level": LOW, "energy_weight": 1.0, "forces_weight": 1.0}]
 MODELS = {"sf_e": {}, "sf_ef": {"forces_weight": 1.0}, "mf": {"auxiliary": AUX},
           "mf_delta": {"auxiliary": AUX, "delta_from": LOW}, "mf_embed": {"auxiliary": AUX},
-          "low_then_delta": {"delta_from": LOW, "strategy": "head", "init": "pretrained"}}  # fmt: skip
+          "low_then_delta": {"delta_from": LOW, "strategy": "head", "init": "pretrained"},
+          "delta_xtb": {}, "distill": {"forces_weight": 1.0}}  # fmt: skip
 EMBEDDED = {"mf_embed"}  # trained on the architecture with fidelity embeddings
 STAGED = {"low_then_delta"}  # start from the seed's xTB-only model
+DIFFERENCE = {"delta_xtb"}  # fitted to (and scored on) high - low energies and forces
 ARCH = {"n_features": 64, "n_sensitivities": 20, "n_interactions": 2, "n_atom_layers": 3, "cutoff": 5.5,
         "r_soft_min": 0.75, "r_soft_max": 5.0}  # fmt: skip
 BATCH_ATOMS = 32 * 9
@@ -109,8 +117,42 @@ def only(record: Record, levels: set[str], forces: bool = True) -> Record:
     return replace(record, labels=labels)
 
 
+def difference(record: Record) -> Record:
+    """The record with high - low as its high-level labels (Delta-learning): scoring a model on these is scoring
+    low + model against high."""
+    high, low = record.labels[HIGH], record.labels[LOW]
+    forces = None if high.forces is None else high.forces - low.forces
+    return replace(record, labels={HIGH: replace(high, energy=high.energy - low.energy, forces=forces)})
+
+
+def high_labels(net, plan: StreamPlan, record: Record) -> tuple[float, np.ndarray]:
+    """A model's high-level energy and forces for one structure."""
+    with torch.no_grad():
+        out = net(plan.collate([only(record, set())]), [HIGH], compute_forces=True)
+    return float(out.energy[0, 0]), out.forces[:, 0].double().numpy()
+
+
+def distilled_data(plan, records, split, n: int, seed: int, args) -> TargetData:
+    """The pool labelled by the delta_xtb teacher of the same N and seed (xTB + its correction), energies of the
+    N replaced by the true ones."""
+    teacher = load_package(args.out / "runs" / f"delta_xtb-{n}-{seed}" / "model.pt").model.eval()
+    chosen = {int(k) for k in split["order"][:n]}
+    fit = []
+    for k in split["pool"]:
+        rec, (de, df) = records[int(k)], high_labels(teacher, plan, records[int(k)])
+        low = rec.labels[LOW]
+        energy = rec.labels[HIGH].energy if int(k) in chosen else low.energy + de
+        fit.append(replace(rec, labels={HIGH: LevelLabels(energy, (low.forces + df).astype(np.float32))}))
+    train = [r for r in fit if int(r.id.rsplit(":", 1)[1]) in chosen]
+    val = [only(records[int(k)], {HIGH}, False) for k in split["val"]]
+    test = [records[int(k)] for k in split["test"]]
+    return TargetData(plan, train, val, test, fit, plan.level_names.index(HIGH))
+
+
 def target_data(plan: StreamPlan, records: dict[int, Record], split: dict, model: str, n: int) -> TargetData:
     """The N high-level structures (+ the pool's xTB labels for the multi-fidelity models), val and test."""
+    if model in DIFFERENCE:
+        records = {k: difference(r) for k, r in records.items()}
     chosen = [int(k) for k in split["order"][:n]]
     forces = model == "sf_ef"
     train = [only(records[k], {HIGH}, forces) for k in chosen]
@@ -181,7 +223,10 @@ def one_run(plan, records, split, package: Path, model: str, n: int, seed: int, 
            "target": {"shard_dirs": [str(args.out / "shards")], "level": HIGH, "n_train": n,
                       "max_atoms": BATCH_ATOMS}, **MODELS[model]}  # fmt: skip
     cfg: FinetuneConfig = validate_config(raw, f"{model} N={n}", FinetuneConfig)
-    data = target_data(plan, records, split, model, n)
+    if model == "distill":
+        data = distilled_data(plan, records, split, n, seed, args)
+    else:
+        data = target_data(plan, records, split, model, n)
     net = load_package(package).model if cfg.init == "pretrained" else fresh_model(load_package(package), seed)
     summary = finetune(net, cfg, data)
     seconds = time.perf_counter() - t0
@@ -191,12 +236,34 @@ def one_run(plan, records, split, package: Path, model: str, n: int, seed: int, 
             "test_forces_mae": 1000 * test["forces_mae"], "test_energy_mae": 1000 * test["energy_mae"]}  # fmt: skip
 
 
+def committee(plan, records, split, model: str, n: int, seeds: list[int], out: Path) -> dict[str, float] | None:
+    """Test errors of the committee of a method's models over seeds (mean energy and forces), when every seed's
+    model exists: what averaging the members buys over one member."""
+    paths = [out / "runs" / f"{model}-{n}-{seed}" / "model.pt" for seed in seeds]
+    if len(paths) < 2 or not all(p.exists() for p in paths):
+        return None
+    nets = [load_package(p).model.eval() for p in paths]
+    e_err, f_err = [], []
+    for k in split["test"]:
+        rec = difference(records[int(k)]) if model in DIFFERENCE else records[int(k)]
+        preds = [high_labels(net, plan, rec) for net in nets]
+        e_err.append(abs(np.mean([e for e, _ in preds]) - rec.labels[HIGH].energy))
+        f_err.append(np.abs(np.mean([f for _, f in preds], axis=0) - rec.labels[HIGH].forces).ravel())
+    return {
+        "test_forces_mae": 1000 * float(np.concatenate(f_err).mean()),
+        "test_energy_mae": 1000 * float(np.mean(e_err)),
+    }
+
+
 def _cell(x: list[float]) -> str:
     return f"{np.mean(x):.0f} ({min(x):.0f}-{max(x):.0f})" if len(x) > 1 else f"{x[0]:.0f}"
 
 
-def summarise(rows: list[dict[str, Any]], base: dict[int, dict[str, float]], out: Path) -> str:
-    """Markdown: force and energy MAE per method and N (mean and range over seeds), baselines beside them."""
+def summarise(
+    rows: list[dict[str, Any]], base: dict[int, dict[str, float]], committees: dict[str, dict[int, dict]], out: Path
+) -> str:
+    """Markdown: force and energy MAE per method and N (mean and range over seeds), committees of the seeds' models,
+    baselines beside them."""
     sizes = sorted({r["n"] for r in rows} | set(base))
     lines = ["| method | " + " | ".join(f"N={n} force MAE meV/A" for n in sizes) + " | "
              + " | ".join(f"N={n} energy MAE meV" for n in sizes) + " | seeds |",
@@ -214,6 +281,11 @@ def summarise(rows: list[dict[str, Any]], base: dict[int, dict[str, float]], out
         lines.append(f"| {model} | " + " | ".join(f + e) + f" | {seeds} |")
         curve[model] = sorted((n, np.mean([r["test_forces_mae"] for r in runs if r["n"] == n]))
                               for n in {r["n"] for r in runs})  # fmt: skip
+    for model, by_n in committees.items():
+        cells = [by_n.get(n) for n in sizes]
+        f = [f"{c['test_forces_mae']:.0f}" if c else "-" for c in cells]
+        e = [f"{c['test_energy_mae']:.0f}" if c else "-" for c in cells]
+        lines.append(f"| {model} committee (mean of the seeds' models) | " + " | ".join(f + e) + " | all |")
     for key, label in (("low_forces_mae", "xTB forces as CCSD(T) forces"), ("zero_forces_mae", "zero forces")):
         lines.append(f"| {label} (trivial) | " + " | ".join(f"{base[n][key]:.0f}" for n in sizes)
                      + " | -" * len(sizes) + " | - |")  # fmt: skip
@@ -259,17 +331,29 @@ def main() -> None:
     for n in args.sizes:
         for seed in args.seeds:
             for model in args.models:
+                if model == "distill" and ("delta_xtb", n, seed, args.steps) not in done:
+                    sys.exit(
+                        f"distill N={n} seed={seed} needs its teacher: run delta_xtb first (--models delta_xtb distill)"
+                    )
                 if (model, n, seed, args.steps) in done:
                     continue
                 row = {"model": model, "n": n, "seed": seed, "steps_budget": args.steps,
                        **one_run(plan, records, split, package, model, n, seed, args)}  # fmt: skip
                 rows.append(row)
+                done.add((model, n, seed, args.steps))
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 forces, energy = row["test_forces_mae"], row["test_energy_mae"]
                 print(f"{model} N={n} seed={seed}: force MAE {forces:.0f} meV/A, energy MAE {energy:.0f} meV "
                       f"({row['steps']} steps, {row['seconds']:.0f} s)", flush=True)  # fmt: skip
-    print(summarise([r for r in rows if r["steps_budget"] == args.steps], base, args.out))
+    rows = [r for r in rows if r["steps_budget"] == args.steps]
+    committees = {}
+    for model in args.models:
+        for n in args.sizes:
+            seeds = sorted({r["seed"] for r in rows if r["model"] == model and r["n"] == n})
+            if (errors := committee(plan, records, split, model, n, seeds, args.out)) is not None:
+                committees.setdefault(model, {})[n] = errors
+    print(summarise(rows, base, committees, args.out))
 
 
 if __name__ == "__main__":
