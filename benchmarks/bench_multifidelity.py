@@ -5,8 +5,8 @@ reference figures: perm = default_rng(0).permutation(1000); test = perm[:200]; v
 perm[280:]; the N high-level energies are the first N of default_rng(1000).permutation(pool) (nested). Val carries
 high-level energies only to pick the best epoch. HIP-NN 2 interactions x 3 atom layers, 64 features, 20
 sensitivities, soft min 0.75, soft max 5.0, cutoff 5.5 A; Adam 1e-3, 32 structures a batch, 6000 steps, lr halved
-on a val plateau, best-val weights kept. Every model is trained from scratch by polyfid's own fine-tuning loop
-(polyfid.finetune.train.finetune, init=scratch):
+after 250 steps without a better val energy RMSE (as whole epochs), best-val weights kept. Every model is trained
+from scratch by polyfid's own fine-tuning loop (polyfid.finetune.train.finetune, init=scratch):
 
   sf_e      single-fidelity: N high-level energies
   sf_ef     single-fidelity: N high-level energies and forces (what multi-fidelity should approach)
@@ -26,7 +26,7 @@ xTB energies + the mean offset fitted on the N; the linear baseline (E0 + ridge 
 features, polyfid.finetune.linear).
 
     .venv/bin/python benchmarks/bench_multifidelity.py [--sizes 50 100 400] [--seeds 0 1 2]
-        [--models sf_e sf_ef mf mf_delta] [--steps 6000] [--out runs/bench_multifidelity]
+        [--models sf_e sf_ef mf mf_delta] [--steps 6000] [--plateau-steps 250] [--out runs/bench_multifidelity]
 
 Results: OUT/results.jsonl (one line per run; a re-run skips finished runs), OUT/summary.md, OUT/learning_curve.png.
 """
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -175,16 +176,22 @@ def architecture(shards: Path, out: Path, embedding: bool = False) -> Path:
     return path
 
 
+def plateau_epochs(n_fit: int, args: argparse.Namespace) -> int:
+    """The plateau patience in epochs for `args.plateau_steps` optimiser steps: counted in epochs, a fixed
+    patience halves the lr 18x more often on 100 structures than on 720, and starves the small fits."""
+    return max(1, math.ceil(args.plateau_steps / math.ceil(n_fit / (BATCH_ATOMS // 9))))
+
+
 def low_level_model(plan, records, split, package: Path, seed: int, args) -> Path:
     """Stage 1 of low_then_delta: a model of the pool's xTB energies and forces (val: the val set's xTB energies),
     the same budget as every other run; cached per seed and budget."""
-    path = args.out / f"stage1-{seed}-{args.steps}.pt"
+    path = args.out / f"stage1-{seed}-{args.steps}-{args.plateau_steps}.pt"
     if path.exists():
         return path
     raw = {"run_dir": str(args.out / "runs" / f"stage1-{seed}"), "seed": seed, "source": str(package),
-           "init": "scratch", "lr": 1e-3, "steps": args.steps, "patience": 10**6, "plateau_patience": args.plateau,
-           "forces_weight": 1.0, "target": {"shard_dirs": [str(args.out / "shards")], "level": LOW,
-                                             "max_atoms": BATCH_ATOMS}}  # fmt: skip
+           "init": "scratch", "lr": 1e-3, "steps": args.steps, "patience": 10**6,
+           "plateau_patience": plateau_epochs(len(split["pool"]), args), "forces_weight": 1.0,
+           "target": {"shard_dirs": [str(args.out / "shards")], "level": LOW, "max_atoms": BATCH_ATOMS}}  # fmt: skip
     cfg: FinetuneConfig = validate_config(raw, f"stage 1 seed={seed}", FinetuneConfig)
     pool = [only(records[int(k)], {LOW}) for k in split["pool"]]
     val = [only(records[int(k)], {LOW}) for k in split["val"]]
@@ -218,15 +225,16 @@ def one_run(plan, records, split, package: Path, model: str, n: int, seed: int, 
         package = low_level_model(plan, records, split, package, seed, args)
     elif model in EMBEDDED:
         package = architecture(args.out / "shards", args.out, embedding=True)
-    raw = {"run_dir": str(args.out / "runs" / f"{model}-{n}-{seed}"), "seed": seed, "source": str(package),
-           "init": "scratch", "lr": 1e-3, "steps": args.steps, "patience": 10**6, "plateau_patience": args.plateau,
-           "target": {"shard_dirs": [str(args.out / "shards")], "level": HIGH, "n_train": n,
-                      "max_atoms": BATCH_ATOMS}, **MODELS[model]}  # fmt: skip
-    cfg: FinetuneConfig = validate_config(raw, f"{model} N={n}", FinetuneConfig)
     if model == "distill":
         data = distilled_data(plan, records, split, n, seed, args)
     else:
         data = target_data(plan, records, split, model, n)
+    raw = {"run_dir": str(args.out / "runs" / f"{model}-{n}-{seed}"), "seed": seed, "source": str(package),
+           "init": "scratch", "lr": 1e-3, "steps": args.steps, "patience": 10**6,
+           "plateau_patience": plateau_epochs(len(data.fit), args),
+           "target": {"shard_dirs": [str(args.out / "shards")], "level": HIGH, "n_train": n,
+                      "max_atoms": BATCH_ATOMS}, **MODELS[model]}  # fmt: skip
+    cfg: FinetuneConfig = validate_config(raw, f"{model} N={n}", FinetuneConfig)
     net = load_package(package).model if cfg.init == "pretrained" else fresh_model(load_package(package), seed)
     summary = finetune(net, cfg, data)
     seconds = time.perf_counter() - t0
@@ -317,7 +325,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--plateau", type=int, default=10, help="epochs without a better val RMSE before lr halves")
+    p.add_argument("--plateau-steps", type=int, default=250, help="steps without a better val RMSE before lr halves")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_multifidelity")
     args = p.parse_args()
     args.out = args.out.resolve()
@@ -327,26 +335,27 @@ def main() -> None:
     base = {n: baselines(plan, records, split, n, package) for n in args.sizes}
     results = args.out / "results.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
-    done = {(r["model"], r["n"], r["seed"], r["steps_budget"]) for r in rows}
+    done = {(r["model"], r["n"], r["seed"], r["steps_budget"], r.get("plateau_steps")) for r in rows}
     for n in args.sizes:
         for seed in args.seeds:
             for model in args.models:
-                if model == "distill" and ("delta_xtb", n, seed, args.steps) not in done:
+                if model == "distill" and ("delta_xtb", n, seed, args.steps, args.plateau_steps) not in done:
                     sys.exit(
                         f"distill N={n} seed={seed} needs its teacher: run delta_xtb first (--models delta_xtb distill)"
                     )
-                if (model, n, seed, args.steps) in done:
+                if (model, n, seed, args.steps, args.plateau_steps) in done:
                     continue
                 row = {"model": model, "n": n, "seed": seed, "steps_budget": args.steps,
+                       "plateau_steps": args.plateau_steps,
                        **one_run(plan, records, split, package, model, n, seed, args)}  # fmt: skip
                 rows.append(row)
-                done.add((model, n, seed, args.steps))
+                done.add((model, n, seed, args.steps, args.plateau_steps))
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 forces, energy = row["test_forces_mae"], row["test_energy_mae"]
                 print(f"{model} N={n} seed={seed}: force MAE {forces:.0f} meV/A, energy MAE {energy:.0f} meV "
                       f"({row['steps']} steps, {row['seconds']:.0f} s)", flush=True)  # fmt: skip
-    rows = [r for r in rows if r["steps_budget"] == args.steps]
+    rows = [r for r in rows if (r["steps_budget"], r.get("plateau_steps")) == (args.steps, args.plateau_steps)]
     committees = {}
     for model in args.models:
         for n in args.sizes:

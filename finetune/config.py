@@ -137,6 +137,10 @@ class FinetuneConfig(Section):
         if self.delta_from is not None and (self.head_init is not None or self.delta_from == self.target.level):
             raise ValueError("a delta head (delta_from) starts as its base plus zero: no head_init, and not itself")
         levels = [a.level for a in self.auxiliary]
+        if self.init == "scratch" and self.e0_prior is not None and self.e0_prior not in levels:
+            raise ValueError(
+                f"init=scratch starts with no heads: e0_prior {self.e0_prior!r} must be an auxiliary level, or null"
+            )
         if self.target.level in levels or len(set(levels)) < len(levels):
             raise ValueError(f"auxiliary levels {levels} must differ from each other and from the target level")
         return self

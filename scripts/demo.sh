@@ -31,8 +31,8 @@ finetune() {
   "$polyfid" finetune "$root/finetune/configs/demo.yaml" --set "run_dir=$run_dir/finetune/$name" \
     --set "target.shard_dirs=[$run_dir/shards]" --set "registry_uri=$store" --set "tracking.mlflow_uri=$store" "$@"
 }
-scratch=(--set source=models:/polyfid-pretrained/latest --set init=scratch --set head_init=null --set lr=1e-3
-  --set tracking.register_model=false)
+scratch=(--set source=models:/polyfid-pretrained/latest --set init=scratch --set head_init=null --set e0_prior=null
+  --set lr=1e-3 --set tracking.register_model=false)
 xtb=(--set "auxiliary=[{level: gfn2-xtb}]") # multi-fidelity: xTB energies + forces on the same ethanol geometries
 # the registered fine-tune (polyfid-mp2-cc-pvdz), with learning curves of both models
 finetune joint-pretrained --set source=models:/polyfid-pretrained/latest --set "learning_curve=[25,50,100,200]" \

@@ -126,7 +126,8 @@ def test_auxiliary_level_fits_low_level_labels_and_never_leaks_target_labels(sou
 
 
 @pytest.mark.parametrize(("extra", "message"), [({"init": "scratch", "head_init": "gfn2-xtb"}, "init=scratch"),
-                         ({"auxiliary": [{"level": LEVEL}]}, "auxiliary levels")])  # fmt: skip
+                         ({"auxiliary": [{"level": LEVEL}]}, "auxiliary levels"),
+                         ({"init": "scratch", "e0_prior": "gfn2-xtb"}, "starts with no heads")])  # fmt: skip
 def test_inconsistent_configs_are_refused(source, demo_shards, tmp_path, extra, message):
     from polyfid.core.errors import ConfigError
 
