@@ -51,6 +51,10 @@ def _finetune(args: argparse.Namespace) -> int:
         f"  nonlinear fine-tune {non['energy_rmse']:.4f} eV   linear baseline {lin['energy_rmse']:.4f} eV"
         f"   -> {VERDICT[result['winner']]}"
     )
+    for name, m in result["test"]["trivial"].items():
+        forces = f", forces MAE {m['forces_mae']:.4f} eV/A" if "forces_mae" in m else ""
+        energy = f"energy RMSE {m['energy_rmse']:.4f} eV" if "energy_rmse" in m else "no energies"
+        print(f"  trivial baseline {name}: {energy}{forces}")
     print(json.dumps(result, indent=1))
     report_registration(result)
     return 0

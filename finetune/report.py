@@ -1,5 +1,6 @@
 """The comparison table of fine-tuning runs (`polyfid report RUN_DIR ...`): test energy and force errors of each
-run's nonlinear model and, for runs that started from pretrained weights, of the linear baseline beside it."""
+run's nonlinear model and, for runs that started from pretrained weights, of the linear baseline beside it; then
+the trivial baselines (`trivial.py`), once per distinct test set."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def _ms(metrics: dict[str, Any], key: str) -> str:
 
 
 def rows(run_dirs: list[Path]) -> list[dict[str, str]]:
-    """One row per run (nonlinear fine-tune) plus one per pretrained start (its linear baseline)."""
-    out = []
+    """One row per run (nonlinear fine-tune) plus one per pretrained start (its linear baseline), then one per
+    trivial baseline (rows equal across runs, as on one test set, are given once)."""
+    out, trivial = [], []
     for run_dir in run_dirs:
         path = Path(run_dir) / "result.json"
         if not path.is_file():
@@ -54,12 +56,16 @@ def rows(run_dirs: list[Path]) -> list[dict[str, str]]:
                 "start": start,
                 "fitted on": fitted if model != "linear baseline" else f"{result['n_train']} energies",
             }
-            for column, key in zip(
-                COLUMNS[4:], ("energy_rmse", "energy_mae", "forces_mae", "forces_rmse"), strict=True
-            ):
+            for column, key in zip(COLUMNS[4:], METRICS, strict=True):
                 row[column] = _ms(metrics, key)
             out.append(row)
-    return out
+        for name, metrics in result["test"].get("trivial", {}).items():
+            row = {"run": f"trivial (N={result['n_train']}, {result['n_test']} test)", "model": name,
+                   "start": "-", "fitted on": "offsets on the train energies"}  # fmt: skip
+            row.update({column: _ms(metrics, key) for column, key in zip(COLUMNS[4:], METRICS, strict=True)})
+            if row not in trivial:
+                trivial.append(row)
+    return out + trivial
 
 
 def markdown_table(table: list[dict[str, str]]) -> str:

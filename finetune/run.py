@@ -21,6 +21,7 @@ from polyfid.finetune.linear import LinearBaseline, element_counts, fit_structur
 from polyfid.finetune.report import describe_fit
 from polyfid.finetune.source import architecture_package, fresh_model, load_source
 from polyfid.finetune.train import TargetData, e0_prior_head, energy_errors, finetune, head_e0, load_target
+from polyfid.finetune.trivial import trivial_baselines
 from polyfid.models import PolyfidModel
 from polyfid.models.package import PYFUNC_CODE, LoadedPackage, save_package
 
@@ -110,6 +111,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         plots = [parity_plot(pred, score(pred, cfg.target.level), cfg.run_dir / "plots" / "parity_test.png")]
         test_metrics = {f"test/nonlinear/{k}": v for k, v in fit["nonlinear"].items()}
         test_metrics.update({f"test/linear/{k}": v for k, v in fit["linear"].items() if v is not None})
+        trivial = trivial_baselines(data)
+        test_metrics.update({f"test/trivial/{name}/{k}": v for name, m in trivial.items() for k, v in m.items()})
         scan = None
         if cfg.scan:
             scan = score_scan(
@@ -138,7 +141,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     result = {"level": cfg.target.level, "init": cfg.init, "source_strategy": strategy,
               "fitted_on": describe_fit(cfg.model_dump(mode="json"), fit["n_train"]),
               "n_train": fit["n_train"], "n_fit": fit["n_fit"],
-              "n_test": len(data.test), **summary, "test": {"nonlinear": fit["nonlinear"], "linear": fit["linear"]},
+              "n_test": len(data.test), **summary,
+              "test": {"nonlinear": fit["nonlinear"], "linear": fit["linear"], "trivial": trivial},
               "winner": fit["winner"], "scan": scan, "learning_curve": curve,
               "crossover_n": crossover(curve) if curve else None,
               "source": lineage, "package": str(path), "plots": [str(p) for p in plots],

@@ -89,6 +89,7 @@ def test_cli_run_reports_linear_baseline_and_registers(source, demo_shards, tmp_
     result = json.loads((cfg.run_dir / "result.json").read_text())
     assert result["winner"] in ("linear", "nonlinear", "tie") and result["epochs"] == 5
     assert result["test"]["linear"]["energy_rmse"] > 0 and result["test"]["nonlinear"]["forces_mae"] > 0
+    assert "trivial baseline gfn2-xtb as-is" in out and result["test"]["trivial"]["E0 only"]["energy_rmse"] > 0
     assert result["registered_model"] == "polyfid-mp2-cc-pvdz" and result["version"] == "1"
     package = load_package(result["package"])
     assert package.heads == ["gfn2-xtb", LEVEL]
@@ -245,3 +246,20 @@ def test_the_verdict_is_a_tie_when_the_difference_is_within_noise():
     assert compare(a, a * 1.01) == "linear"  # 1% worse on every structure: systematic, not noise
     assert compare(a, a[::-1]) == "tie"  # equal overall error, different structures
     assert compare(a, a * 0.3) == "nonlinear" and compare(a * 0.3, a) == "linear"
+
+
+def test_trivial_baselines_are_the_mean_energy_and_the_other_levels_labels(source, demo_shards, tmp_path):
+    from polyfid.finetune.trivial import trivial_baselines
+
+    data = load_target(_config(tmp_path, source, demo_shards))
+    trivial = trivial_baselines(data)
+    train, test = data.plan.collate(data.train), data.plan.collate(data.test)
+    h, x = data.level_index, data.plan.level_names.index("gfn2-xtb")
+    mean = train.energy[:, h].mean()  # one molecule: E0 only is the mean train energy
+    assert trivial["E0 only"]["energy_mae"] == pytest.approx(float((test.energy[:, h] - mean).abs().mean()))
+    offset = (train.energy[:, h] - train.energy[:, x]).mean()
+    shifted = test.energy[:, x] + offset - test.energy[:, h]
+    xtb = trivial["gfn2-xtb as-is"]
+    assert xtb["energy_mae"] == pytest.approx(float(shifted.abs().mean()), abs=1e-9)
+    forces = (test.forces[:, x] - test.forces[:, h]).double().abs().mean()
+    assert xtb["forces_mae"] == pytest.approx(float(forces), rel=1e-6)
