@@ -88,6 +88,11 @@ class FinetuneConfig(Section):
         description="a delta target head: this level's head (auxiliary or in the source) plus a correction "
         "starting at zero; the target's forces start as that level's",
     )
+    baseline_level: LevelName | None = Field(
+        default=None,
+        description="Delta-learning: the target head fits target minus this level's labels (a method run outside "
+        "the model, e.g. gfn2-xtb, labelled on every target structure); at inference its calculator is added",
+    )
     e0_prior: LevelName | None = Field(
         default=None,
         description="head whose E0 the target's E0 refit corrects (kept along compositions the target leaves "
@@ -137,6 +142,8 @@ class FinetuneConfig(Section):
         if self.delta_from is not None and (self.head_init is not None or self.delta_from == self.target.level):
             raise ValueError("a delta head (delta_from) starts as its base plus zero: no head_init, and not itself")
         levels = [a.level for a in self.auxiliary]
+        if self.baseline_level is not None and (self.baseline_level == self.target.level or self.delta_from):
+            raise ValueError("baseline_level is a method outside the model: not the target level, no delta_from")
         if self.init == "scratch" and self.e0_prior is not None and self.e0_prior not in levels:
             raise ValueError(
                 f"init=scratch starts with no heads: e0_prior {self.e0_prior!r} must be an auxiliary level, or null"

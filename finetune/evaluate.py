@@ -89,8 +89,27 @@ def predict(
             has_forces = bool(batch.forces_mask[:, level_index].any())
             with torch.no_grad():
                 pred = model(batch, [level], compute_forces=has_forces)
-            out.add(batch, level_index, pred.energy[:, 0], pred.forces[:, 0] if has_forces else None)
+            energy, forces = pred.energy[:, 0], pred.forces[:, 0] if has_forces else None
+            if level in model.heads.baselines:
+                energy, forces = _with_baseline(batch, plan, model.heads.baselines[level], energy, forces)
+            out.add(batch, level_index, energy, forces)
     return out
+
+
+def _with_baseline(
+    batch: Batch, plan: StreamPlan, method: str, energy: torch.Tensor, forces: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A Delta-learning head's predictions plus the shards' labels of the method it corrects."""
+    if method not in plan.level_names:
+        raise PolyfidDataError(
+            f"the head corrects {method!r}, whose labels these shards lack (levels: {plan.level_names})"
+        )
+    b = plan.level_names.index(method)
+    missing = ~batch.energy_mask[:, b] | (~batch.forces_mask[:, b] if forces is not None else False)
+    if bool(missing.any()):
+        raise PolyfidDataError(f"{batch.ids[int(missing.nonzero()[0])]}: no {method} labels to add to the head's")
+    energy = energy + batch.energy[:, b].to(energy.dtype)
+    return energy, None if forces is None else forces + batch.forces[:, b].to(forces.dtype)
 
 
 def score(pred: Predictions, level: str) -> Evaluation:

@@ -15,7 +15,8 @@ COLUMNS = ("run", "model", "start", "fitted on", "E RMSE meV", "E MAE meV", "F M
 def describe_fit(cfg: dict[str, Any], n_train: int) -> str:
     """What a fine-tune was fitted on, in words (from its resolved config)."""
     target = cfg["target"]
-    text = f"{n_train} {target['level']} E" + ("+F" if cfg.get("forces_weight", 0) > 0 else "")
+    level = f"({target['level']} - {cfg['baseline_level']})" if cfg.get("baseline_level") else target["level"]
+    text = f"{n_train} {level} E" + ("+F" if cfg.get("forces_weight", 0) > 0 else "")
     for aux in cfg.get("auxiliary", []):
         parts = "+".join(k for k, w in (("E", aux["energy_weight"]), ("F", aux["forces_weight"])) if w > 0)
         where = ",".join(aux["datasets"]) if aux.get("datasets") else "all target train geometries"

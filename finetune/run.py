@@ -111,7 +111,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         plots = [parity_plot(pred, score(pred, cfg.target.level), cfg.run_dir / "plots" / "parity_test.png")]
         test_metrics = {f"test/nonlinear/{k}": v for k, v in fit["nonlinear"].items()}
         test_metrics.update({f"test/linear/{k}": v for k, v in fit["linear"].items() if v is not None})
-        trivial = trivial_baselines(data)
+        trivial = trivial_baselines(data, cfg.baseline_level)
         test_metrics.update({f"test/trivial/{name}/{k}": v for name, m in trivial.items() for k, v in m.items()})
         scan = None
         if cfg.scan:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from polyfid.core.errors import ConfigError
-from polyfid.data_shards.record import Record
+from polyfid.data_shards.record import LevelLabels, Record
 from polyfid.data_shards.reference_energies import E0Fit, fit_e0
 from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan
 from polyfid.data_shards.stream.packing import pack
@@ -88,9 +88,28 @@ def _subset(records: list[Record], n: int | None, seed: int, what: str) -> list[
     return [records[k] for k in order]
 
 
+def minus_baseline(records: list[Record], level: str, baseline: str, split: str) -> list[Record]:
+    """Delta-learning labels: `level` minus `baseline` (energies; forces where both have them). A structure
+    without a baseline energy cannot be predicted at inference, so none may be missing."""
+    out = []
+    for r in records:
+        base, target = r.labels.get(baseline), r.labels.get(level)
+        if target is None:
+            out.append(r)
+            continue
+        if base is None or base.energy is None:
+            raise ConfigError(f"baseline_level {baseline!r}: {r.id} ({split} split) has no {baseline} energy")
+        forces = None if target.forces is None or base.forces is None else target.forces - base.forces
+        energy = None if target.energy is None else target.energy - base.energy
+        out.append(replace(r, labels={**r.labels, level: LevelLabels(energy, forces)}))
+    return out
+
+
 def load_target(cfg: FinetuneConfig) -> TargetData:
     t = cfg.target
     _, pool = _records(cfg, "train", t.level, t.datasets)
+    if cfg.baseline_level:
+        pool = minus_baseline(pool, t.level, cfg.baseline_level, "train")
     seed = cfg.seed if t.subset_seed is None else t.subset_seed
     train = _subset([r for r in pool if _has_label(r, t.level)], t.n_train, seed, "finetune-subset")
     allowed = {(r.dataset, r.id): {t.level} for r in train}
@@ -106,6 +125,8 @@ def load_target(cfg: FinetuneConfig) -> TargetData:
     plan, val = _records(cfg, "val", t.level, t.datasets)
     _, test = _records(cfg, "test", t.level, t.datasets)
     val, test = [r for r in val if _has_label(r, t.level)], [r for r in test if _has_label(r, t.level)]
+    if cfg.baseline_level:
+        val, test = (minus_baseline(rs, t.level, cfg.baseline_level, sp) for rs, sp in ((val, "val"), (test, "test")))
     return TargetData(plan, train, val, test, fit, plan.level_names.index(t.level))
 
 
@@ -163,6 +184,11 @@ def prepare_model(model: PolyfidModel, cfg: FinetuneConfig) -> str:
     fitted = [level, *(aux.level for aux in cfg.auxiliary)]
     if cfg.delta_from in fitted[1:] and cfg.delta_from not in model.head_names:
         model.add_head(cfg.delta_from, None, normalize=False)  # a delta head's base exists before it
+    if level in model.head_names and model.heads.baselines.get(level) != cfg.baseline_level:
+        raise ConfigError(
+            f"the source's head {level!r} corrects {model.heads.baselines.get(level)!r}, not baseline_level "
+            f"{cfg.baseline_level!r}: fit another level name"
+        )
     if level in model.head_names:
         if cfg.delta_from is not None:
             raise ConfigError(f"delta_from: the source already has a head {level!r}; a delta head must be new")
@@ -181,6 +207,8 @@ def prepare_model(model: PolyfidModel, cfg: FinetuneConfig) -> str:
             how = f"copied from head {cfg.head_init!r}"
         else:
             how = "fresh"
+    if cfg.baseline_level is not None:
+        model.heads.baselines[level] = cfg.baseline_level
     for name in fitted[1:]:
         if name not in model.head_names:
             model.add_head(name, None, normalize=False)

@@ -40,6 +40,9 @@ finetune joint-pretrained --set source=models:/polyfid-pretrained/latest --set "
 finetune reptile-pretrained --set source=models:/polyfid-pretrained-reptile/latest --set tracking.register_model=false
 finetune joint-pretrained+xtb --set source=models:/polyfid-pretrained/latest "${xtb[@]}" \
   --set tracking.register_model=false
+# Delta-learning: the head fits MP2 - xTB (at inference the xTB calculation is added; evaluate adds the shards' xTB)
+finetune joint-pretrained-delta-xtb --set source=models:/polyfid-pretrained/latest --set baseline_level=gfn2-xtb \
+  --set e0_prior=null --set tracking.register_model=false
 finetune scratch-energies "${scratch[@]}"
 finetune scratch-energies+xtb "${scratch[@]}" "${xtb[@]}"
 finetune scratch-energies+forces "${scratch[@]}" --set forces_weight=1.0
@@ -49,7 +52,7 @@ finetune scratch-energies+forces "${scratch[@]}" --set forces_weight=1.0
 
 echo
 echo "Test errors on held-out MP2/cc-pVDZ ethanol structures (MP2 forces are fitted only in the last row):"
-"$polyfid" report "$run_dir"/finetune/{joint-pretrained,reptile-pretrained,joint-pretrained+xtb,scratch-energies,scratch-energies+xtb,scratch-energies+forces} \
+"$polyfid" report "$run_dir"/finetune/{joint-pretrained,reptile-pretrained,joint-pretrained+xtb,joint-pretrained-delta-xtb,scratch-energies,scratch-energies+xtb,scratch-energies+forces} \
   --markdown "$run_dir/results.md"
 echo
 echo "MLflow UI (every run and the registry): $venv/bin/mlflow ui --backend-store-uri $store"

@@ -21,6 +21,10 @@ from polyfid.models.package import LoadedPackage, load_package
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+class BaselineRequiredError(UnknownHeadError):
+    """A Delta-learning head was asked for without the calculator of the method it corrects."""
+
+
 class StressNotAvailableError(PropertyNotImplementedError):
     """Stress was asked for a structure with no periodic direction (no cell volume)."""
 
@@ -49,7 +53,9 @@ class PolyfidCalculator(Calculator):
     (1/V) dE/d(strain)) from one head of a polyfid model package.
 
     `level` is required and must be one of the package's heads. `dtype` (e.g. torch.float64 for MD) casts the
-    model; per-head E0 stays float64 and energies are always float64.
+    model; per-head E0 stays float64 and energies are always float64. A head fitted as a correction to a baseline
+    method (Delta-learning, `model.heads.baselines`) needs `baseline`, an ASE calculator of that method (e.g.
+    tblite's GFN2-xTB): its results are added to the head's.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]  # noqa: RUF012 (ASE's interface)
@@ -60,6 +66,7 @@ class PolyfidCalculator(Calculator):
         level: str,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str | None = None,
+        baseline: Calculator | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -80,6 +87,13 @@ class PolyfidCalculator(Calculator):
                 f"level {level!r} is not a head of this package; choose one of {self.model.head_names}"
             )
         self.level = normalize_level(level)
+        method = self.model.heads.baselines.get(self.level)
+        if method is not None and baseline is None:
+            raise BaselineRequiredError(
+                f"head {self.level!r} predicts {self.level} minus {method} (Delta-learning): pass baseline=, an ASE "
+                f"calculator of {method}, whose energy and forces are added"
+            )
+        self.baseline = baseline if method is not None else None
 
     @property
     def heads(self) -> list[str]:
@@ -117,6 +131,19 @@ class PolyfidCalculator(Calculator):
         }
         if want_stress:
             self.results["stress"] = full_3x3_to_voigt_6_stress(out.stress[0, 0].detach().cpu().double().numpy())
+        self._add_baseline(self.atoms, self.results, want_stress)
+
+    def _add_baseline(self, atoms: Atoms, results: dict[str, Any], stress: bool) -> None:
+        """Add the baseline method's energy, forces (and stress) to a Delta-learning head's results, in place."""
+        if self.baseline is None:
+            return
+        atoms = atoms.copy()
+        atoms.calc = self.baseline
+        results["energy"] += atoms.get_potential_energy()
+        results["free_energy"] = results["energy"]
+        results["forces"] = results["forces"] + atoms.get_forces()
+        if stress:
+            results["stress"] = results["stress"] + atoms.get_stress()
 
     def predict(self, atoms_list: Sequence[Atoms], batch_size: int = 64, stress: bool = False) -> list[dict[str, Any]]:
         """Evaluate many structures in batches of `batch_size` with this calculator's level.
@@ -145,6 +172,7 @@ class PolyfidCalculator(Calculator):
                 }
                 if stress:
                     res["stress"] = full_3x3_to_voigt_6_stress(out.stress[i, 0].detach().cpu().double().numpy())
+                self._add_baseline(chunk[i], res, stress)
                 results.append(res)
         return results
 

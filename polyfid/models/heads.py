@@ -66,6 +66,10 @@ class EnergyHeads(nn.Module):
     A delta head (`bases[name]` = another head) predicts its base head's network energy plus its own correction:
     its layer weights are added to the base's, its E0 is its own. A high level fitted on a few energies then
     inherits the forces of a low level fitted on many forces, and learns only the difference.
+
+    A head with a baseline (`baselines[name]` = a level of theory computed outside the model, such as GFN2-xTB)
+    predicts only the difference of its level from that method (Delta-learning): its level's energy is the
+    baseline method's plus the head's, which is what the calculator and `evaluate` add.
     """
 
     def __init__(self) -> None:
@@ -73,6 +77,7 @@ class EnergyHeads(nn.Module):
         self.heads = nn.ModuleList()
         self.head_names: list[str] = []
         self.bases: dict[str, str] = {}
+        self.baselines: dict[str, str] = {}
 
     def add(self, name: str, head: EnergyHead, base: str | None = None) -> None:
         if name in self.head_names:
@@ -133,7 +138,7 @@ class EnergyHeads(nn.Module):
         return e0_sum, net, per_layer
 
     def get_extra_state(self) -> dict:
-        return {"head_names": list(self.head_names), "bases": dict(self.bases)}
+        return {"head_names": list(self.head_names), "bases": dict(self.bases), "baselines": dict(self.baselines)}
 
     def set_extra_state(self, state: dict) -> None:
         if list(state["head_names"]) != self.head_names:
@@ -145,7 +150,10 @@ class EnergyHeads(nn.Module):
         unknown = sorted({*bases, *bases.values()} - set(self.head_names))
         if unknown:
             raise ValueError(f"delta heads name unknown heads {unknown}")
-        self.bases = bases
+        baselines = {str(k): str(v) for k, v in dict(state.get("baselines", {})).items()}
+        if unknown := sorted(set(baselines) - set(self.head_names)):
+            raise ValueError(f"baselines name unknown heads {unknown}")
+        self.bases, self.baselines = bases, baselines
 
 
 def hierarchicality(per_layer_energy: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -1,13 +1,14 @@
 """Versioned model package: one file holding everything needed to rebuild and run a trained PolyfidModel.
 
 The file is a ``torch.save`` of plain containers (dict/list/str/int/float/bool/None) and tensors only, so a
-plain ``torch.load(path, weights_only=True)`` reads it; no arbitrary object is pickled. Layout (format 1.1)::
+plain ``torch.load(path, weights_only=True)`` reads it; no arbitrary object is pickled. Layout (format 1.2)::
 
-    {"format": "polyfid-model-package", "format_version": "1.1", "polyfid_version": "0.1.0",
+    {"format": "polyfid-model-package", "format_version": "1.2", "polyfid_version": "0.1.0",
      "torch_version": ..., "created": ISO-8601 UTC,
      "backbone": {"kind": "hipnn", "config": {...}},   # kind from polyfid.models.registry.BACKBONES
      "heads": ["b3lyp/def2-svp", "gfn2-xtb"],         # head names in head order (no default head)
      "head_bases": {},                                # delta heads: name -> base head (1.1)
+     "head_baselines": {},                            # Delta-learning heads: name -> outside method's level (1.2)
      "fidelity_embedding": false,                     # heads' embeddings condition the trunk (1.1)
      "elements": [1, 6, 7, 8], "cutoff": 5.0, "dtype": "float32",
      "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
@@ -38,7 +39,7 @@ from polyfid.models.model import PolyfidModel
 from polyfid.models.registry import backbone_spec, build_backbone
 
 FORMAT_NAME = "polyfid-model-package"
-PACKAGE_FORMAT = "1.1"  # 1.1: delta heads (head_bases), fidelity embeddings
+PACKAGE_FORMAT = "1.2"  # 1.1: delta heads (head_bases), fidelity embeddings; 1.2: head_baselines
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # the MLflow pyfunc face of a package (models from code)
 PACKAGE_NAME = "polyfid-pretrained.pt"  # the package inside a pretraining run: <run_dir>/model/<PACKAGE_NAME>
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
@@ -137,6 +138,7 @@ def package_dict(model: PolyfidModel, provenance: dict[str, Any]) -> dict[str, A
         "backbone": backbone_spec(model.backbone),
         "heads": list(model.head_names),
         "head_bases": dict(model.heads.bases),
+        "head_baselines": dict(model.heads.baselines),
         "fidelity_embedding": bool(model.fidelity_embedding),
         "elements": [int(z) for z in model.backbone.elements],
         "cutoff": float(model.backbone.cutoff),
@@ -217,6 +219,7 @@ def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
     known = {
         *REQUIRED_FIELDS,
         "head_bases",
+        "head_baselines",
         "fidelity_embedding",
         "polyfid_version",
         "torch_version",

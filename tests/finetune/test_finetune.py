@@ -263,3 +263,38 @@ def test_trivial_baselines_are_the_mean_energy_and_the_other_levels_labels(sourc
     assert xtb["energy_mae"] == pytest.approx(float(shifted.abs().mean()), abs=1e-9)
     forces = (test.forces[:, x] - test.forces[:, h]).double().abs().mean()
     assert xtb["forces_mae"] == pytest.approx(float(forces), rel=1e-6)
+
+
+def test_delta_learning_on_a_baseline_level_adds_the_baseline_everywhere(source, demo_shards, tmp_path):
+    """baseline_level: the head fits MP2 - xTB; evaluate adds the shards' xTB labels, the calculator an xTB
+    calculator (EMT stands in for it here), and the trivial baseline "xTB as-is" is a zero correction."""
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+
+    from polyfid.finetune.evaluate import predict, score
+    from polyfid.finetune.run import run_finetune
+    from polyfid.models.calculator import BaselineRequiredError, PolyfidCalculator, atoms_to_batch
+
+    cfg = _config(tmp_path, source, demo_shards, max_epochs=3, baseline_level="gfn2-xtb", e0_prior=None,
+                  tracking={"register_model": False, "system_metrics": False})  # fmt: skip
+    result = run_finetune(cfg)
+    package = load_package(result["package"])
+    assert package.metadata["head_baselines"] == {LEVEL: "gfn2-xtb"} and result["fitted_on"].startswith("40 (mp2")
+    scored = score(predict(package.model, [demo_shards], LEVEL, ("test",), ["demo_target_ethanol"]), LEVEL)
+    assert scored.energy_mae == pytest.approx(result["test"]["nonlinear"]["energy_mae"], rel=1e-5)
+    assert scored.forces_mae == pytest.approx(result["test"]["nonlinear"]["forces_mae"], rel=1e-4)
+    data = load_target(_config(tmp_path, source, demo_shards))  # plain labels: xTB forces as MP2 forces
+    test, x = data.plan.collate(data.test), data.plan.level_names.index("gfn2-xtb")
+    plain = float((test.forces[:, x] - test.forces[:, data.level_index]).double().abs().mean())
+    assert result["test"]["trivial"]["gfn2-xtb as-is"]["forces_mae"] == pytest.approx(plain, rel=1e-6)
+    with pytest.raises(BaselineRequiredError, match="baseline="):
+        PolyfidCalculator(package, LEVEL)
+    ethanol = molecule("CH3CH2OH")
+    ethanol.calc = PolyfidCalculator(package, LEVEL, baseline=EMT())
+    base = ethanol.copy()
+    base.calc = EMT()
+    head = package.model(atoms_to_batch([ethanol]), [LEVEL], compute_forces=True)
+    assert ethanol.get_potential_energy() == pytest.approx(
+        float(head.energy[0, 0].detach()) + base.get_potential_energy()
+    )
+    assert np.allclose(ethanol.get_forces(), head.forces[:, 0].detach().double().numpy() + base.get_forces())
