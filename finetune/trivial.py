@@ -55,8 +55,10 @@ def trivial_baselines(data: TargetData, baseline: str | None = None) -> dict[str
     train, test, h = data.plan.collate(data.train), data.plan.collate(data.test), data.level_index
     b = None if baseline is None else data.plan.level_names.index(baseline)
     elements = sorted(set(train.numbers.tolist()) | set(test.numbers.tolist()))
-    e0 = fit_counts(element_counts(train, elements), train.energy[:, h].numpy(), elements)
-    out = {"E0 only": _errors(e0.predict(element_counts(test, elements), None) - test.energy[:, h].numpy(), "energy")}
+    out = {}
+    if b is None:  # with a baseline, E0 only on the difference is the baseline used as-is (scored below)
+        e0 = fit_counts(element_counts(train, elements), train.energy[:, h].numpy(), elements)
+        out["E0 only"] = _errors(e0.predict(element_counts(test, elements), None) - test.energy[:, h].numpy(), "energy")
     for j, level in enumerate(data.plan.level_names):
         if j != h and (found := _level_as_is(train, test, h, j, b, elements)):
             out[f"{level} as-is"] = found
