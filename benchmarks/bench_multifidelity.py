@@ -326,6 +326,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--plateau-steps", type=int, default=250, help="steps without a better val RMSE before lr halves")
+    p.add_argument("--summary-only", action="store_true", help="summarise the finished runs, train nothing")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_multifidelity")
     args = p.parse_args()
     args.out = args.out.resolve()
@@ -339,11 +340,15 @@ def main() -> None:
     for n in args.sizes:
         for seed in args.seeds:
             for model in args.models:
-                if model == "distill" and ("delta_xtb", n, seed, args.steps, args.plateau_steps) not in done:
+                if (
+                    model == "distill"
+                    and not args.summary_only
+                    and ("delta_xtb", n, seed, args.steps, args.plateau_steps) not in done
+                ):
                     sys.exit(
                         f"distill N={n} seed={seed} needs its teacher: run delta_xtb first (--models delta_xtb distill)"
                     )
-                if (model, n, seed, args.steps, args.plateau_steps) in done:
+                if args.summary_only or (model, n, seed, args.steps, args.plateau_steps) in done:
                     continue
                 row = {"model": model, "n": n, "seed": seed, "steps_budget": args.steps,
                        "plateau_steps": args.plateau_steps,
