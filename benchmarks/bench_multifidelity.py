@@ -360,7 +360,8 @@ def main() -> None:
                 forces, energy = row["test_forces_mae"], row["test_energy_mae"]
                 print(f"{model} N={n} seed={seed}: force MAE {forces:.0f} meV/A, energy MAE {energy:.0f} meV "
                       f"({row['steps']} steps, {row['seconds']:.0f} s)", flush=True)  # fmt: skip
-    rows = [r for r in rows if (r["steps_budget"], r.get("plateau_steps")) == (args.steps, args.plateau_steps)]
+    rows = [r for r in rows if (r["steps_budget"], r.get("plateau_steps"), r["n"] in base)
+            == (args.steps, args.plateau_steps, True)]  # fmt: skip
     committees = {}
     for model in args.models:
         for n in args.sizes:
