@@ -62,7 +62,7 @@ from polyfid.data_shards.stream.torch_loader import read_webdataset  # noqa: E40
 from polyfid.finetune.config import FinetuneConfig  # noqa: E402
 from polyfid.finetune.linear import element_counts, fit_structures, structure_features  # noqa: E402
 from polyfid.finetune.source import fresh_model  # noqa: E402
-from polyfid.finetune.train import TargetData, energy_errors, finetune  # noqa: E402
+from polyfid.finetune.train import TargetData, energy_errors, finetune, minus_baseline  # noqa: E402
 from polyfid.models import Hipnn, HipnnConfig, build_model  # noqa: E402
 from polyfid.models.package import load_package, save_package  # noqa: E402
 
@@ -119,11 +119,9 @@ def only(record: Record, levels: set[str], forces: bool = True) -> Record:
 
 
 def difference(record: Record) -> Record:
-    """The record with high - low as its high-level labels (Delta-learning): scoring a model on these is scoring
-    low + model against high."""
-    high, low = record.labels[HIGH], record.labels[LOW]
-    forces = None if high.forces is None else high.forces - low.forces
-    return replace(record, labels={HIGH: replace(high, energy=high.energy - low.energy, forces=forces)})
+    """The record with high - low as its high-level labels (what `baseline_level` fits): scoring a model on these
+    is scoring low + model against high."""
+    return minus_baseline([record], HIGH, LOW, "anchor")[0]
 
 
 def high_labels(net, plan: StreamPlan, record: Record) -> tuple[float, np.ndarray]:
