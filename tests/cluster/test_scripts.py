@@ -125,7 +125,9 @@ _STUBS = {
     "bin/srun": _LOG + 'while [[ $# -gt 0 && $1 == -* ]]; do if [ "$1" = -w ]; then shift; fi; shift; done\n'
     '[ "$1" != hostname ] || { echo "10.1.2.3 fe80::1"; exit 0; }\nexec "$@"\n',
     "bin/scontrol": _LOG + '[ "$1" != show ] || for i in $(seq "$SLURM_JOB_NUM_NODES"); do echo "node$i"; done\n',
-    "bin/scancel": _LOG + 'kill -TERM "$(cat "$STUB_DIR/torchrun.pid")"\n',
+    # returns only once torchrun has exited (or is a zombie): the script's TERM trap must still report its status
+    "bin/scancel": _LOG + 'p=$(cat "$STUB_DIR/torchrun.pid"); kill -TERM "$p"\n'
+    'while [ -e "/proc/$p" ] && [ "$(cut -d" " -f3 "/proc/$p/stat" 2>/dev/null)" != Z ]; do "$REAL_SLEEP" 0.01; done\n',
 }
 
 
