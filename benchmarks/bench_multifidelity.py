@@ -53,13 +53,14 @@ from polyfid.core.config import validate_config  # noqa: E402
 from polyfid.core.plots import log_sizes_axes, pyplot, save_figure  # noqa: E402
 from polyfid.data_shards.build import build_shards  # noqa: E402
 from polyfid.data_shards.manifest import Manifest  # noqa: E402
-from polyfid.data_shards.record import LevelLabels, Record  # noqa: E402
+from polyfid.data_shards.record import Record  # noqa: E402
 from polyfid.data_shards.sources import load_build_config  # noqa: E402
 from polyfid.data_shards.stream import StreamConfig, StreamPlan  # noqa: E402
 from polyfid.data_shards.stream.pipeline import record_streams  # noqa: E402
 from polyfid.data_shards.stream.sources import Consumer  # noqa: E402
 from polyfid.data_shards.stream.torch_loader import read_webdataset  # noqa: E402
 from polyfid.finetune.config import FinetuneConfig  # noqa: E402
+from polyfid.finetune.distill import teacher_labels, with_distilled  # noqa: E402
 from polyfid.finetune.linear import element_counts, fit_structures, structure_features  # noqa: E402
 from polyfid.finetune.source import fresh_model  # noqa: E402
 from polyfid.finetune.train import TargetData, energy_errors, finetune, minus_baseline  # noqa: E402
@@ -71,7 +72,7 @@ AUX = [{"level": LOW, "energy_weight": 1.0, "forces_weight": 1.0}]
 MODELS = {"sf_e": {}, "sf_ef": {"forces_weight": 1.0}, "mf": {"auxiliary": AUX},
           "mf_delta": {"auxiliary": AUX, "delta_from": LOW}, "mf_embed": {"auxiliary": AUX},
           "low_then_delta": {"delta_from": LOW, "strategy": "head", "init": "pretrained"},
-          "delta_xtb": {}, "distill": {"forces_weight": 1.0}}  # fmt: skip
+          "delta_xtb": {"baseline_level": LOW}, "distill": {"forces_weight": 1.0}}  # fmt: skip
 EMBEDDED = {"mf_embed"}  # trained on the architecture with fidelity embeddings
 STAGED = {"low_then_delta"}  # start from the seed's xTB-only model
 DIFFERENCE = {"delta_xtb"}  # fitted to (and scored on) high - low energies and forces
@@ -132,16 +133,14 @@ def high_labels(net, plan: StreamPlan, record: Record) -> tuple[float, np.ndarra
 
 
 def distilled_data(plan, records, split, n: int, seed: int, args) -> TargetData:
-    """The pool labelled by the delta_xtb teacher of the same N and seed (xTB + its correction), energies of the
-    N replaced by the true ones."""
-    teacher = load_package(args.out / "runs" / f"delta_xtb-{n}-{seed}" / "model.pt").model.eval()
+    """The pool labelled by the delta_xtb teacher of the same N and seed (xTB + its correction, as `finetune`'s
+    `distill` does), energies of the N kept true."""
+    teacher = load_package(args.out / "runs" / f"delta_xtb-{n}-{seed}" / "model.pt").model
+    teacher.heads.baselines.setdefault(HIGH, LOW)  # teachers trained before the script set baseline_level
     chosen = {int(k) for k in split["order"][:n]}
-    fit = []
-    for k in split["pool"]:
-        rec, (de, df) = records[int(k)], high_labels(teacher, plan, records[int(k)])
-        low = rec.labels[LOW]
-        energy = rec.labels[HIGH].energy if int(k) in chosen else low.energy + de
-        fit.append(replace(rec, labels={HIGH: LevelLabels(energy, (low.forces + df).astype(np.float32))}))
+    pool = [records[int(k)] for k in split["pool"]]
+    own = [only(r, {HIGH} if int(k) in chosen else set(), False) for k, r in zip(split["pool"], pool, strict=True)]
+    fit = with_distilled(own, pool, teacher_labels(teacher, plan, pool, HIGH, BATCH_ATOMS), HIGH)
     train = [r for r in fit if int(r.id.rsplit(":", 1)[1]) in chosen]
     val = [only(records[int(k)], {HIGH}, False) for k in split["val"]]
     test = [records[int(k)] for k in split["test"]]

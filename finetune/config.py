@@ -43,6 +43,22 @@ class AuxiliaryLevel(Section):
     forces_weight: float = Field(default=1.0, ge=0, description="weight of its force term")
 
 
+class DistillSection(Section):
+    """Distilled forces for an energy-only target: a teacher model labels the target level's energies and forces on
+    many structures, and the model fits them beside the target's own labels (never replaced). The usual teacher
+    is a Delta-learning fine-tune (`baseline_level`) on the same target: the student then needs no baseline method
+    at inference."""
+
+    teacher: str = Field(
+        description="a fitted model with a head at the target level: a package, a run directory, or a models:/ URI "
+        "(a Delta-learning teacher's baseline labels come from the shards)"
+    )
+    datasets: list[str] | None = Field(
+        default=None, min_length=1, description="datasets whose train structures it labels; null: the target's"
+    )
+    n: int | None = Field(default=None, ge=1, description="a seeded subset of those structures; null: all")
+
+
 class FinetuneTracking(TrackingSection):
     """Tracking defaults of a fine-tune (a partial `tracking:` section keeps them): registered as polyfid-<level>."""
 
@@ -92,6 +108,9 @@ class FinetuneConfig(Section):
         default=None,
         description="Delta-learning: the target head fits target minus this level's labels (a method run outside "
         "the model, e.g. gfn2-xtb, labelled on every target structure); at inference its calculator is added",
+    )
+    distill: DistillSection | None = Field(
+        default=None, description="distilled forces from a teacher model (needs forces_weight > 0); null: none"
     )
     e0_prior: LevelName | None = Field(
         default=None,
@@ -144,6 +163,10 @@ class FinetuneConfig(Section):
         levels = [a.level for a in self.auxiliary]
         if self.baseline_level is not None and (self.baseline_level == self.target.level or self.delta_from):
             raise ValueError("baseline_level is a method outside the model: not the target level, no delta_from")
+        if self.distill is not None and (self.baseline_level is not None or self.forces_weight == 0):
+            raise ValueError(
+                "distill trains a standalone student on the teacher's forces: set forces_weight > 0, no baseline_level"
+            )
         if self.init == "scratch" and self.e0_prior is not None and self.e0_prior not in levels:
             raise ValueError(
                 f"init=scratch starts with no heads: e0_prior {self.e0_prior!r} must be an auxiliary level, or null"

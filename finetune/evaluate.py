@@ -91,12 +91,12 @@ def predict(
                 pred = model(batch, [level], compute_forces=has_forces)
             energy, forces = pred.energy[:, 0], pred.forces[:, 0] if has_forces else None
             if level in model.heads.baselines:
-                energy, forces = _with_baseline(batch, plan, model.heads.baselines[level], energy, forces)
+                energy, forces = add_baseline(batch, plan, model.heads.baselines[level], energy, forces)
             out.add(batch, level_index, energy, forces)
     return out
 
 
-def _with_baseline(
+def add_baseline(
     batch: Batch, plan: StreamPlan, method: str, energy: torch.Tensor, forces: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A Delta-learning head's predictions plus the shards' labels of the method it corrects."""

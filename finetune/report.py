@@ -12,6 +12,12 @@ METRICS = ("energy_rmse", "energy_mae", "forces_mae", "forces_rmse")  # the last
 COLUMNS = ("run", "model", "start", "fitted on", "E RMSE meV", "E MAE meV", "F MAE meV/A", "F RMSE meV/A")
 
 
+def _structures(section: dict[str, Any]) -> str:
+    """The structures an auxiliary level or a distill teacher labels, in words."""
+    where = ",".join(section["datasets"]) if section.get("datasets") else "all target train geometries"
+    return where + (f", {section['n']}" if section.get("n") else "")
+
+
 def describe_fit(cfg: dict[str, Any], n_train: int) -> str:
     """What a fine-tune was fitted on, in words (from its resolved config)."""
     target = cfg["target"]
@@ -19,9 +25,9 @@ def describe_fit(cfg: dict[str, Any], n_train: int) -> str:
     text = f"{n_train} {level} E" + ("+F" if cfg.get("forces_weight", 0) > 0 else "")
     for aux in cfg.get("auxiliary", []):
         parts = "+".join(k for k, w in (("E", aux["energy_weight"]), ("F", aux["forces_weight"])) if w > 0)
-        where = ",".join(aux["datasets"]) if aux.get("datasets") else "all target train geometries"
-        count = f", {aux['n']}" if aux.get("n") else ""
-        text += f" + {aux['level']} {parts} ({where}{count})"
+        text += f" + {aux['level']} {parts} ({_structures(aux)})"
+    if cfg.get("distill"):
+        text += f" + teacher E+F ({_structures(cfg['distill'])})"
     return text
 
 

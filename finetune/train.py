@@ -25,7 +25,9 @@ from polyfid.data_shards.stream.seeding import derive_rng
 from polyfid.data_shards.stream.sources import Consumer
 from polyfid.data_shards.stream.torch_loader import read_webdataset
 from polyfid.finetune.config import LINEAR_INIT, FinetuneConfig
+from polyfid.finetune.distill import teacher_labels, with_distilled
 from polyfid.finetune.linear import LinearBaseline, element_counts, fit_structures, load_into_head
+from polyfid.finetune.source import load_source
 from polyfid.models import PolyfidModel
 from polyfid.pretrain.config import LevelWeights, OptimSection
 from polyfid.pretrain.losses import (
@@ -57,19 +59,21 @@ class TargetData:
 
 
 def _records(
-    cfg: FinetuneConfig, split: str, level: str, datasets: list[str] | None
+    cfg: FinetuneConfig, split: str, level: str | None, datasets: list[str] | None
 ) -> tuple[StreamPlan, list[Record]]:
-    """Records of the split (datasets: None = all) with an energy or forces at `level`."""
+    """Records of the split (datasets: None = all) with an energy or forces at `level` (None: every record)."""
     t = cfg.target
     plan = StreamPlan.from_config(
         StreamConfig(shard_dirs=t.shard_dirs, split=split, datasets=datasets, max_atoms=t.max_atoms)
     )
-    if level not in plan.level_names:
+    if level is not None and level not in plan.level_names:
         raise ConfigError(
             f"target.level {level!r} is not in {[str(d) for d in t.shard_dirs]} (levels: {plan.level_names})"
         )
     streams = record_streams(plan, "eval", read_webdataset, Consumer(), epoch=0)
-    records = [r for name in sorted(streams) for r in streams[name] if _has_label(r, level, energy_only=False)]
+    records = [r for name in sorted(streams) for r in streams[name]]
+    if level is not None:
+        records = [r for r in records if _has_label(r, level, energy_only=False)]
     return plan, records
 
 
@@ -122,12 +126,27 @@ def load_target(cfg: FinetuneConfig) -> TargetData:
     fit = [
         replace(r, labels={lv: lab for lv, lab in r.labels.items() if lv in allowed[key]}) for key, r in by_key.items()
     ]
+    if cfg.distill:
+        fit = _distilled(cfg, fit, seed)
     plan, val = _records(cfg, "val", t.level, t.datasets)
     _, test = _records(cfg, "test", t.level, t.datasets)
     val, test = [r for r in val if _has_label(r, t.level)], [r for r in test if _has_label(r, t.level)]
     if cfg.baseline_level:
         val, test = (minus_baseline(rs, t.level, cfg.baseline_level, sp) for rs, sp in ((val, "val"), (test, "test")))
     return TargetData(plan, train, val, test, fit, plan.level_names.index(t.level))
+
+
+def _distilled(cfg: FinetuneConfig, fit: list[Record], seed: int) -> list[Record]:
+    """`fit` plus the `distill` teacher's target-level labels on the structures it names (those carrying the labels
+    a Delta-learning teacher adds its predictions to)."""
+    d, t = cfg.distill, cfg.target
+    teacher = load_source(d.teacher, cfg.registry_uri or cfg.tracking.mlflow_uri, cfg.run_dir / "teacher")[0].model
+    method = teacher.heads.baselines.get(t.level)
+    plan, records = _records(cfg, "train", method, d.datasets or t.datasets)
+    if method is not None:
+        records = [r for r in records if r.labels[method].energy is not None and r.labels[method].forces is not None]
+    records = _subset(records, d.n, seed, "finetune-distill")
+    return with_distilled(fit, records, teacher_labels(teacher, plan, records, t.level, t.max_atoms), t.level)
 
 
 def e0_prior_head(model: PolyfidModel, cfg: FinetuneConfig) -> str | None:

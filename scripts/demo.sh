@@ -43,6 +43,9 @@ finetune joint-pretrained+xtb --set source=models:/polyfid-pretrained/latest "${
 # Delta-learning: the head fits MP2 - xTB (at inference the xTB calculation is added; evaluate adds the shards' xTB)
 finetune joint-pretrained-delta-xtb --set source=models:/polyfid-pretrained/latest --set baseline_level=gfn2-xtb \
   --set e0_prior=null --set tracking.register_model=false
+# distilled forces: the Delta-learning model labels every ethanol train geometry; the student needs no xTB
+finetune joint-pretrained-distilled --set source=models:/polyfid-pretrained/latest --set forces_weight=1.0 \
+  --set "distill={teacher: $run_dir/finetune/joint-pretrained-delta-xtb}" --set tracking.register_model=false
 finetune scratch-energies "${scratch[@]}"
 finetune scratch-energies+xtb "${scratch[@]}" "${xtb[@]}"
 finetune scratch-energies+forces "${scratch[@]}" --set forces_weight=1.0
@@ -52,7 +55,7 @@ finetune scratch-energies+forces "${scratch[@]}" --set forces_weight=1.0
 
 echo
 echo "Test errors on held-out MP2/cc-pVDZ ethanol structures (MP2 forces are fitted only in the last row):"
-"$polyfid" report "$run_dir"/finetune/{joint-pretrained,reptile-pretrained,joint-pretrained+xtb,joint-pretrained-delta-xtb,scratch-energies,scratch-energies+xtb,scratch-energies+forces} \
+"$polyfid" report "$run_dir"/finetune/{joint-pretrained,reptile-pretrained,joint-pretrained+xtb,joint-pretrained-delta-xtb,joint-pretrained-distilled,scratch-energies,scratch-energies+xtb,scratch-energies+forces} \
   --markdown "$run_dir/results.md"
 echo
 echo "MLflow UI (every run and the registry): $venv/bin/mlflow ui --backend-store-uri $store"

@@ -15,15 +15,8 @@ from polyfid.finetune.config import load_finetune_config
 from polyfid.finetune.source import fresh_model
 from polyfid.finetune.train import energy_errors, finetune, load_target, prepare_model
 from polyfid.models.package import load_package
-from tests.finetune.packages import small_package
 
 LEVEL = "mp2/cc-pvdz"
-
-
-@pytest.fixture(scope="module")
-def source(demo_shards, tmp_path_factory):
-    """A small HIP-NN package with a gfn2-xtb head (its E0 is hundreds of eV away from MP2's)."""
-    return small_package(demo_shards, ("gfn2-xtb",), tmp_path_factory.mktemp("source") / "source.pt")[0]
 
 
 def _config(tmp_path, source, demo_shards, **extra):

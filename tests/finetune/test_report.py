@@ -49,3 +49,5 @@ def test_describe_fit_names_every_label_fitted():
     b3lyp = {"level": "b3lyp", "energy_weight": 1.0, "forces_weight": 1.0, "datasets": ["md"], "n": 50}
     cfg = {"target": {"level": "mp2"}, "forces_weight": 0.0, "auxiliary": [xtb, b3lyp]}
     assert describe_fit(cfg, 100) == "100 mp2 E + xtb F (all target train geometries) + b3lyp E+F (md, 50)"
+    cfg |= {"auxiliary": [], "forces_weight": 1.0, "distill": {"teacher": "t.pt", "datasets": None, "n": 300}}
+    assert describe_fit(cfg, 100) == "100 mp2 E+F + teacher E+F (all target train geometries, 300)"
