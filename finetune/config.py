@@ -45,9 +45,9 @@ class AuxiliaryLevel(Section):
 
 class DistillSection(Section):
     """Distilled forces for an energy-only target: a teacher model labels the target level's energies and forces on
-    many structures, and the model fits them beside the target's own labels (never replaced). The usual teacher
-    is a Delta-learning fine-tune (`baseline_level`) on the same target: the student then needs no baseline method
-    at inference."""
+    many structures, and the model fits them beside the target's own energies (never replaced; forces the target
+    carries are not fitted, the teacher's are). The usual teacher is a Delta-learning fine-tune (`baseline_level`)
+    on the same target: the student then needs no baseline method at inference."""
 
     teacher: str = Field(
         description="a fitted model with a head at the target level: a package, a run directory, or a models:/ URI "
@@ -110,7 +110,7 @@ class FinetuneConfig(Section):
         "the model, e.g. gfn2-xtb, labelled on every target structure); at inference its calculator is added",
     )
     distill: DistillSection | None = Field(
-        default=None, description="distilled forces from a teacher model (needs forces_weight > 0); null: none"
+        default=None, description="distilled forces from a teacher model (forces_weight weighs them); null: none"
     )
     e0_prior: LevelName | None = Field(
         default=None,

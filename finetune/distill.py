@@ -41,15 +41,14 @@ def teacher_labels(
 
 
 def with_distilled(fit: list[Record], distilled: list[Record], labels: list[LevelLabels], level: str) -> list[Record]:
-    """`fit` plus the teacher's `level` labels on the `distilled` structures: a true label is never replaced (the
-    target's own energies, and forces where it has them); a structure new to the fit joins it."""
+    """`fit` plus the teacher's `level` labels on the `distilled` structures: a true energy is never replaced, but
+    the forces are always the teacher's (the target is energy-only: forces it carries score, as in the demo, and
+    are never fitted); a structure new to the fit joins it."""
     by_key = {(r.dataset, r.id): r for r in fit}
     for record, taught in zip(distilled, labels, strict=True):
         key = (record.dataset, record.id)
         current = by_key.get(key, replace(record, labels={}))
         own = current.labels.get(level, LevelLabels())
-        merged = LevelLabels(
-            taught.energy if own.energy is None else own.energy, taught.forces if own.forces is None else own.forces
-        )
+        merged = LevelLabels(taught.energy if own.energy is None else own.energy, taught.forces)
         by_key[key] = replace(current, labels={**current.labels, level: merged})
     return list(by_key.values())

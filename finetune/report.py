@@ -22,7 +22,8 @@ def describe_fit(cfg: dict[str, Any], n_train: int) -> str:
     """What a fine-tune was fitted on, in words (from its resolved config)."""
     target = cfg["target"]
     level = f"({target['level']} - {cfg['baseline_level']})" if cfg.get("baseline_level") else target["level"]
-    text = f"{n_train} {level} E" + ("+F" if cfg.get("forces_weight", 0) > 0 else "")
+    own_forces = cfg.get("forces_weight", 0) > 0 and not cfg.get("distill")  # with distill, the teacher's forces
+    text = f"{n_train} {level} E" + ("+F" if own_forces else "")
     for aux in cfg.get("auxiliary", []):
         parts = "+".join(k for k, w in (("E", aux["energy_weight"]), ("F", aux["forces_weight"])) if w > 0)
         text += f" + {aux['level']} {parts} ({_structures(aux)})"

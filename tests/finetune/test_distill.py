@@ -1,5 +1,6 @@
 """Distilled forces: a Delta-learning teacher (MP2 - xTB on the demo's ethanol) labels every target train geometry,
-and a standalone student fits those labels beside the true energies, which the teacher never replaces."""
+and a standalone student fits those labels beside the true energies, which the teacher never replaces (the target's
+own MP2 forces, which only score, are never fitted)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ def _record(key: str, labels: dict[str, LevelLabels]) -> Record:
     return Record(key, "d", np.array([1, 1]), np.zeros((2, 3)), labels)
 
 
-def test_true_labels_are_never_replaced_and_new_structures_join():
+def test_true_energies_are_kept_forces_are_the_teachers_and_new_structures_join():
     forces = np.ones((2, 3), np.float32)
-    fit = [_record("a", {LEVEL: LevelLabels(-1.0, None)}), _record("b", {"xtb": LevelLabels(-5.0, forces)})]
+    fit = [_record("a", {LEVEL: LevelLabels(-1.0, forces)}), _record("b", {"xtb": LevelLabels(-5.0, forces)})]
     taught = [LevelLabels(-2.0, 2 * forces), LevelLabels(-3.0, 3 * forces), LevelLabels(-4.0, 4 * forces)]
     out = {r.id: r for r in with_distilled(fit, [_record(k, {}) for k in "abc"], taught, LEVEL)}
     assert out["a"].labels[LEVEL].energy == -1.0 and np.array_equal(out["a"].labels[LEVEL].forces, 2 * forces)
@@ -53,6 +54,9 @@ def test_a_delta_learning_teacher_labels_every_train_geometry_with_its_baseline_
     assert all(r.labels[LEVEL].forces is not None for r in data.fit)
     own = {r.id: r.labels[LEVEL].energy for r in plain.train}
     assert all(r.labels[LEVEL].energy == own[r.id] for r in data.fit if r.id in own)  # true energies kept
+    labelled = teacher_labels(load_package(teacher).model, data.plan, plain.train, LEVEL, 180)
+    fitted = {r.id: r.labels[LEVEL].forces for r in data.fit}
+    assert all(np.array_equal(fitted[r.id], t.forces) for r, t in zip(plain.train, labelled, strict=True))
     new = next(r for r in data.fit if r.id not in own)
     every = cfg.model_copy(update={"target": cfg.target.model_copy(update={"n_train": None}), "distill": None})
     raw = next(r for r in load_target(every).train if r.id == new.id)
@@ -68,7 +72,8 @@ def test_a_delta_learning_teacher_labels_every_train_geometry_with_its_baseline_
     )
 
     result = run_finetune(cfg)
-    assert result["n_fit"] == len(data.fit) and "+ teacher E+F (all target train geometries)" in result["fitted_on"]
+    assert result["n_fit"] == len(data.fit)
+    assert result["fitted_on"] == f"40 {LEVEL} E + teacher E+F (all target train geometries)"
     student = load_package(result["package"])
     assert not student.metadata.get("head_baselines")  # standalone: no xTB at inference
 

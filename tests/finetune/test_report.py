@@ -50,4 +50,4 @@ def test_describe_fit_names_every_label_fitted():
     cfg = {"target": {"level": "mp2"}, "forces_weight": 0.0, "auxiliary": [xtb, b3lyp]}
     assert describe_fit(cfg, 100) == "100 mp2 E + xtb F (all target train geometries) + b3lyp E+F (md, 50)"
     cfg |= {"auxiliary": [], "forces_weight": 1.0, "distill": {"teacher": "t.pt", "datasets": None, "n": 300}}
-    assert describe_fit(cfg, 100) == "100 mp2 E+F + teacher E+F (all target train geometries, 300)"
+    assert describe_fit(cfg, 100) == "100 mp2 E + teacher E+F (all target train geometries, 300)"
