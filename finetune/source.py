@@ -12,7 +12,7 @@ import torch
 
 from polyfid.core.errors import PolyfidError
 from polyfid.models import PolyfidModel
-from polyfid.models.package import LoadedPackage, load_package
+from polyfid.models.package import LoadedPackage, conditioning, load_package
 from polyfid.models.registry import backbone_spec, build_backbone
 
 REGISTRY_SCHEME = "models:/"
@@ -99,14 +99,13 @@ def architecture_package(cfg: Any, elements: list[int]) -> LoadedPackage:
     settings = cfg.settings.model_dump(mode="json")
     settings["elements"] = settings["elements"] or elements
     backbone = build_backbone(cfg.backbone, settings)
-    embedding = bool(cfg.fidelity_embedding)
-    meta = {"backbone": backbone_spec(backbone), "heads": [], "provenance": {}, "fidelity_embedding": embedding}
-    return LoadedPackage(model=PolyfidModel(backbone, fidelity_embedding=embedding), metadata=meta)
+    flags = {"fidelity_embedding": bool(cfg.fidelity_embedding), "charge_spin": bool(cfg.charge_spin)}
+    meta = {"backbone": backbone_spec(backbone), "heads": [], "provenance": {}, **flags}
+    return LoadedPackage(model=PolyfidModel(backbone, **flags), metadata=meta)
 
 
 def fresh_model(package: LoadedPackage, seed: int) -> PolyfidModel:
     """The package's architecture with freshly initialised weights (seeded) and no heads: "trained from scratch"."""
     spec = package.metadata["backbone"]
     torch.manual_seed(seed)
-    embedding = bool(package.metadata.get("fidelity_embedding", False))
-    return PolyfidModel(build_backbone(spec["kind"], spec["config"]), fidelity_embedding=embedding).eval()
+    return PolyfidModel(build_backbone(spec["kind"], spec["config"]), **conditioning(package.metadata)).eval()

@@ -58,6 +58,10 @@ def _model_section(kind: str) -> type[Section]:
             bool,
             Field(False, description="a learned embedding per level conditions the trunk (a pass per head)"),
         ),
+        charge_spin=(
+            bool,
+            Field(False, description="total charge and multiplicity condition the trunk; off: such records refused"),
+        ),
     )
     section.kind_name = kind
     return section

@@ -31,7 +31,7 @@ def build_polyfid_model(cfg: PretrainConfig, catalog: ShardCatalog, levels: Sequ
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.model.backbone, settings)
     stats = {lv: catalog.level_stats.get(lv) for lv in levels}
-    return build_model(backbone, stats, cfg.model.normalize_heads, cfg.model.fidelity_embedding)
+    return build_model(backbone, stats, cfg.model.normalize_heads, cfg.model.fidelity_embedding, cfg.model.charge_spin)
 
 
 class TrainingObjective(nn.Module):

@@ -107,11 +107,14 @@ def software_versions() -> dict[str, str]:
 # --------------------------------------------------------------------------- computations (in the worker)
 
 
-def xtb_energy_forces(numbers: np.ndarray, positions: np.ndarray) -> tuple[float, np.ndarray]:
-    """GFN2-xTB energy (eV) and forces (eV/A) at `positions` (Angstrom)."""
+def xtb_energy_forces(
+    numbers: np.ndarray, positions: np.ndarray, charge: int = 0, multiplicity: int = 1
+) -> tuple[float, np.ndarray]:
+    """GFN2-xTB energy (eV) and forces (eV/A) at `positions` (Angstrom), for a total charge and multiplicity."""
     from tblite.interface import Calculator
 
-    calc = Calculator("GFN2-xTB", np.asarray(numbers), np.asarray(positions) / BOHR_A)
+    numbers, positions = np.asarray(numbers), np.asarray(positions) / BOHR_A
+    calc = Calculator("GFN2-xTB", numbers, positions, charge=float(charge), uhf=multiplicity - 1)
     calc.set("verbosity", 0)
     res = calc.singlepoint()
     return float(res.get("energy")) * HARTREE_EV, -np.asarray(res.get("gradient")) * HARTREE_EV / BOHR_A

@@ -13,7 +13,7 @@ from polyfid.data_shards.record import Record
 
 
 class UnsupportedStateError(PolyfidDataError):
-    """A charged or open-shell record reached a batch: no model takes charge or spin yet."""
+    """A charged or open-shell structure reached a model that does not condition on charge and spin."""
 
 
 @dataclass
@@ -21,7 +21,8 @@ class Batch:
     """S structures, A atoms in total, L levels of theory (the catalog's sorted level axis).
 
     A label that is missing is 0 with its mask False, never a fake value. Non-periodic structures have a
-    zero cell and pbc False (charged or open-shell records are refused). `dataset` indexes the catalog's dataset names.
+    zero cell and pbc False. A record without a charge is neutral, without a multiplicity a singlet. `dataset`
+    indexes the catalog's dataset names.
     """
 
     numbers: torch.Tensor  # (A,) long
@@ -35,6 +36,8 @@ class Batch:
     cell: torch.Tensor  # (S, 3, 3) float64
     pbc: torch.Tensor  # (S, 3) bool
     dataset: torch.Tensor  # (S,) long
+    charge: torch.Tensor  # (S,) long, total charge (e)
+    multiplicity: torch.Tensor  # (S,) long, spin multiplicity 2S+1
     ids: list[str]
 
     @property
@@ -71,6 +74,7 @@ def collate(records: Sequence[Record], level_names: Sequence[str], dataset_names
     cell = np.zeros((n_struct, 3, 3))
     pbc = np.zeros((n_struct, 3), dtype=bool)
     dataset = np.empty(n_struct, dtype=np.int64)
+    charge, multiplicity = np.zeros(n_struct, dtype=np.int64), np.ones(n_struct, dtype=np.int64)
     for i, rec in enumerate(records):
         try:
             dataset[i] = dataset_index[rec.dataset]
@@ -87,12 +91,7 @@ def collate(records: Sequence[Record], level_names: Sequence[str], dataset_names
                 f"record {rec.id!r}: {exc.args[0]!r} is not on the batch axes "
                 f"(levels {list(level_names)}, datasets {list(dataset_names)})"
             ) from None
-        if rec.charge or rec.multiplicity not in (None, 1):
-            raise UnsupportedStateError(
-                f"record {rec.id!r}: charge {rec.charge or 0:+d}, multiplicity {rec.multiplicity or 1}: polyfid's "
-                "models describe neutral closed-shell structures only, and charged or open-shell records are refused "
-                "rather than trained as neutral ones; leave the dataset out (data.datasets / target.datasets)"
-            )
+        charge[i], multiplicity[i] = rec.charge or 0, rec.multiplicity or 1
         if rec.cell is not None:
             cell[i] = rec.cell
             pbc[i] = True if rec.pbc is None else rec.pbc
@@ -108,5 +107,7 @@ def collate(records: Sequence[Record], level_names: Sequence[str], dataset_names
         cell=torch.from_numpy(cell),
         pbc=torch.from_numpy(pbc),
         dataset=torch.from_numpy(dataset),
+        charge=torch.from_numpy(charge),
+        multiplicity=torch.from_numpy(multiplicity),
         ids=[r.id for r in records],
     )

@@ -30,9 +30,12 @@ class StressNotAvailableError(PropertyNotImplementedError):
 
 
 def atoms_to_record(atoms: Atoms, rid: str = "ase") -> Record:
-    """An unlabelled Record of `atoms` (cell and pbc kept only when some direction is periodic)."""
+    """An unlabelled Record of `atoms` (cell and pbc kept only when some direction is periodic); total charge and
+    spin multiplicity from `atoms.info["charge"]` and `atoms.info["spin"]` (fairchem's keys; absent: a neutral
+    singlet)."""
     pbc = np.asarray(atoms.pbc, dtype=bool)
     periodic = bool(pbc.any())
+    charge, multiplicity = _state(atoms)
     return Record(
         id=rid,
         dataset="ase",
@@ -40,7 +43,14 @@ def atoms_to_record(atoms: Atoms, rid: str = "ase") -> Record:
         positions=np.asarray(atoms.positions, dtype=np.float64),
         cell=np.array(atoms.cell.array, dtype=np.float64) if periodic else None,
         pbc=pbc.copy() if periodic else None,
+        charge=charge,
+        multiplicity=multiplicity,
     )
+
+
+def _state(atoms: Atoms) -> tuple[int, int]:
+    """(total charge, spin multiplicity) of `atoms` (fairchem's info keys; absent: a neutral singlet)."""
+    return int(atoms.info.get("charge", 0)), int(atoms.info.get("spin", 1))
 
 
 def atoms_to_batch(atoms_list: Sequence[Atoms]) -> Batch:
@@ -98,6 +108,14 @@ class PolyfidCalculator(Calculator):
     @property
     def heads(self) -> list[str]:
         return self.model.head_names
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes, plus "charge_spin" when `atoms.info`'s charge or spin differs from the last calculation's
+        (ASE compares no `info`, so a new charge on the same geometry would return the old results)."""
+        changes = list(super().check_state(atoms, tol))
+        if self.atoms is not None and _state(atoms) != _state(self.atoms):
+            changes.append("charge_spin")
+        return changes
 
     def _evaluate(self, atoms_list: Sequence[Atoms], stress: bool) -> tuple[Batch, Any]:
         batch = atoms_to_batch(atoms_list).to(self.device)

@@ -128,7 +128,7 @@ class Hipnn(nn.Module):
     Each z^(l) (l >= 1) is the output of interaction block l followed by its atom layers.
     """
 
-    accepts_condition = True  # forward(species, graph, condition): fidelity embeddings
+    accepts_condition = True  # forward(species, graph, condition): fidelity embeddings, charge and spin
 
     def __init__(self, config: HipnnConfig):
         super().__init__()
@@ -157,8 +157,9 @@ class Hipnn(nn.Module):
         return self.blocks[0][0].res.weight.dtype
 
     def forward(self, species: torch.Tensor, graph: Graph, condition: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """`condition` (n_species,): a level's fidelity embedding added to every atom's one-hot input, so the whole
-        trunk (neighbours' inputs included) computes level-specific features."""
+        """`condition` (n_species,) or (A, n_species): a level's fidelity embedding and/or each atom's charge/spin
+        condition added to the one-hot inputs, so the whole trunk (neighbours' inputs included) computes level- and
+        state-specific features."""
         z = F.one_hot(species, len(self.elements)).to(self.dtype)
         if condition is not None:
             z = z + condition.to(self.dtype)

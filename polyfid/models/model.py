@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from polyfid.data_shards.manifest import LevelStats
-from polyfid.data_shards.stream.batch import Batch
+from polyfid.data_shards.stream.batch import Batch, UnsupportedStateError
 from polyfid.models.graph import Graph, build_graph
 from polyfid.models.heads import EnergyHead, EnergyHeads
 from polyfid.models.species import SpeciesIndex
@@ -37,22 +37,67 @@ class ModelOutput:
     graph: Graph | None = None
 
 
+class StateEmbedding(nn.Module):
+    """Total charge and spin condition the trunk: each atom's one-hot input gets charge * q + (multiplicity - 1) * s
+    of its structure (two learned vectors, starting at zero), so a neutral singlet sees the unconditioned trunk and
+    every layer (neighbours' inputs included) learns how the state changes the features; isolated-atom references
+    stay neutral, so the state's energy is the network's to learn."""
+
+    def __init__(self, n_species: int):
+        super().__init__()
+        self.charge = nn.Parameter(torch.zeros(n_species))
+        self.spin = nn.Parameter(torch.zeros(n_species))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """(A, n_species) per-atom condition."""
+        q = batch.charge.to(self.charge)[batch.batch, None]
+        s = (batch.multiplicity - 1).to(self.spin)[batch.batch, None]
+        return q * self.charge + s * self.spin
+
+
 class PolyfidModel(nn.Module):
     """forward(batch, heads) -> ModelOutput. Heads are always chosen by name; there is no default head.
 
     `fidelity_embedding`: every head carries a learned embedding of its level that conditions the trunk (added to
     the one-hot input), so each level gets its own features from shared weights; the trunk then runs once per
-    requested head instead of once per batch.
+    requested head instead of once per batch. `charge_spin`: the structures' total charge and multiplicity condition
+    the trunk (StateEmbedding); without it a charged or open-shell structure is refused, never run as neutral.
     """
 
-    def __init__(self, backbone: nn.Module, heads: EnergyHeads | None = None, fidelity_embedding: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        heads: EnergyHeads | None = None,
+        fidelity_embedding: bool = False,
+        charge_spin: bool = False,
+    ):
         super().__init__()
-        if fidelity_embedding and not getattr(backbone, "accepts_condition", False):
-            raise ValueError(f"{type(backbone).__name__} takes no fidelity embedding")
+        if (fidelity_embedding or charge_spin) and not getattr(backbone, "accepts_condition", False):
+            raise ValueError(f"{type(backbone).__name__} takes no condition (fidelity embedding, charge and spin)")
         self.backbone = backbone
         self.heads = heads if heads is not None else EnergyHeads()
         self.species = SpeciesIndex(backbone.elements)
         self.fidelity_embedding = fidelity_embedding
+        self.state = StateEmbedding(len(backbone.elements)).to(backbone.dtype) if charge_spin else None
+
+    @property
+    def charge_spin(self) -> bool:
+        return self.state is not None
+
+    def _state(self, batch: Batch) -> torch.Tensor | None:
+        """The per-atom charge/spin condition; None for a model without one (which refuses non-neutral states)."""
+        if self.state is not None:
+            return self.state(batch)
+        odd = (batch.charge != 0) | (batch.multiplicity != 1)
+        if bool(odd.any()):
+            s = int(odd.nonzero()[0])
+            raise UnsupportedStateError(
+                f"record {batch.ids[s]!r}: charge {int(batch.charge[s]):+d}, multiplicity {int(batch.multiplicity[s])}:"
+                " this model describes neutral closed-shell structures only (built without model.charge_spin), and "
+                "refuses to run a charged or open-shell one as neutral; leave the dataset out (data.datasets / "
+                "target.datasets) or train a model with charge_spin: true"
+            )
+        return None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -89,11 +134,11 @@ class PolyfidModel(nn.Module):
     def _layers(
         self, batch: Batch, pos: torch.Tensor, cell: torch.Tensor
     ) -> tuple[Graph, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """(graph, species, per-layer features, isolated-atom features) at positions `pos` in cells `cell`
-        (unconditioned)."""
+        """(graph, species, per-layer features, isolated-atom features) at positions `pos` in cells `cell` (no
+        fidelity condition; the charge/spin one when the model has it)."""
         graph = build_graph(pos, batch.batch, batch.n_atoms, self.backbone.cutoff, cell, batch.pbc)
         species = self.species(batch.numbers)
-        return graph, species, self.backbone(species, graph), self.isolated_features(pos)
+        return graph, species, self._trunk(species, graph, self._state(batch)), self.isolated_features(pos)
 
     def _energies(
         self, batch: Batch, pos: torch.Tensor, cell: torch.Tensor, indices: list[int]
@@ -106,10 +151,12 @@ class PolyfidModel(nn.Module):
             return graph, *self.heads(features, reference, species, batch.batch, n_struct, indices)
         graph = build_graph(pos, batch.batch, batch.n_atoms, self.backbone.cutoff, cell, batch.pbc)
         species = self.species(batch.numbers)
+        state = self._state(batch)
         parts = []
         for k in indices:
             condition = self.heads.heads[k].embedding
-            features, reference = self._trunk(species, graph, condition), self.isolated_features(pos, condition)
+            atoms = condition if state is None else condition + state
+            features, reference = self._trunk(species, graph, atoms), self.isolated_features(pos, condition)
             parts.append(self.heads(features, reference, species, batch.batch, n_struct, [k]))
         return graph, *(torch.cat(columns, dim=1) for columns in zip(*parts, strict=True))
 
@@ -208,9 +255,10 @@ def build_model(
     levels: Mapping[str, LevelStats | None],
     normalize: bool = True,
     fidelity_embedding: bool = False,
+    charge_spin: bool = False,
 ) -> PolyfidModel:
     """A PolyfidModel with one head per level (e.g. `manifest.levels`), in the given order."""
-    model = PolyfidModel(backbone, fidelity_embedding=fidelity_embedding)
+    model = PolyfidModel(backbone, fidelity_embedding=fidelity_embedding, charge_spin=charge_spin)
     for name, stats in levels.items():
         model.add_head(name, stats, normalize)
     return model

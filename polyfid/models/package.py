@@ -1,15 +1,16 @@
 """Versioned model package: one file holding everything needed to rebuild and run a trained PolyfidModel.
 
 The file is a ``torch.save`` of plain containers (dict/list/str/int/float/bool/None) and tensors only, so a
-plain ``torch.load(path, weights_only=True)`` reads it; no arbitrary object is pickled. Layout (format 1.2)::
+plain ``torch.load(path, weights_only=True)`` reads it; no arbitrary object is pickled. Layout (format 1.3)::
 
-    {"format": "polyfid-model-package", "format_version": "1.2", "polyfid_version": "0.1.0",
+    {"format": "polyfid-model-package", "format_version": "1.3", "polyfid_version": "0.1.0",
      "torch_version": ..., "created": ISO-8601 UTC,
      "backbone": {"kind": "hipnn", "config": {...}},   # kind from polyfid.models.registry.BACKBONES
      "heads": ["b3lyp/def2-svp", "gfn2-xtb"],         # head names in head order (no default head)
      "head_bases": {},                                # delta heads: name -> base head (1.1)
      "head_baselines": {},                            # Delta-learning heads: name -> outside method's level (1.2)
      "fidelity_embedding": false,                     # heads' embeddings condition the trunk (1.1)
+     "charge_spin": false,                            # total charge and multiplicity condition the trunk (1.3)
      "elements": [1, 6, 7, 8], "cutoff": 5.0, "dtype": "float32",
      "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
      "provenance": {...},                              # caller's (manifest hash, config, ...) + git commit
@@ -39,7 +40,7 @@ from polyfid.models.model import PolyfidModel
 from polyfid.models.registry import backbone_spec, build_backbone
 
 FORMAT_NAME = "polyfid-model-package"
-PACKAGE_FORMAT = "1.2"  # 1.1: delta heads (head_bases), fidelity embeddings; 1.2: head_baselines
+PACKAGE_FORMAT = "1.3"  # 1.1: delta heads (head_bases), fidelity embeddings; 1.2: head_baselines; 1.3: charge_spin
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # the MLflow pyfunc face of a package (models from code)
 PACKAGE_NAME = "polyfid-pretrained.pt"  # the package inside a pretraining run: <run_dir>/model/<PACKAGE_NAME>
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
@@ -140,6 +141,7 @@ def package_dict(model: PolyfidModel, provenance: dict[str, Any]) -> dict[str, A
         "head_bases": dict(model.heads.bases),
         "head_baselines": dict(model.heads.baselines),
         "fidelity_embedding": bool(model.fidelity_embedding),
+        "charge_spin": bool(model.charge_spin),
         "elements": [int(z) for z in model.backbone.elements],
         "cutoff": float(model.backbone.cutoff),
         "dtype": str(model.dtype).removeprefix("torch."),
@@ -200,6 +202,11 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     return raw
 
 
+def conditioning(metadata: dict[str, Any]) -> dict[str, bool]:
+    """PolyfidModel's conditioning flags from a package's metadata (absent in older packages: off)."""
+    return {k: bool(metadata.get(k, False)) for k in ("fidelity_embedding", "charge_spin")}
+
+
 def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedPackage:
     """Rebuild the model of a package (eval mode, on `map_location`) with its metadata."""
     path = Path(path)
@@ -207,7 +214,7 @@ def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
     _check_version(raw, path)
     try:
         backbone = build_backbone(raw["backbone"]["kind"], raw["backbone"]["config"])
-        model = PolyfidModel(backbone, fidelity_embedding=bool(raw.get("fidelity_embedding", False)))
+        model = PolyfidModel(backbone, **conditioning(raw))
         for name in raw["heads"]:
             model.add_head(name, None)
         model.load_state_dict(raw["state_dict"], strict=True)
@@ -221,6 +228,7 @@ def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
         "head_bases",
         "head_baselines",
         "fidelity_embedding",
+        "charge_spin",
         "polyfid_version",
         "torch_version",
         "created",

@@ -216,14 +216,16 @@ def test_one_dataset_from_scratch_from_the_cli_needs_no_source_package(demo_shar
     from polyfid.cli import main
 
     raw = {"run_dir": str(tmp_path / "run"), "init": "scratch", "steps": 6, "tracking": {"register_model": False},
-           "model": {"backbone": "hipnn", "settings": {"n_features": 8, "n_sensitivities": 4, "n_atom_layers": 1}},
+           "model": {"backbone": "hipnn", "settings": {"n_features": 8, "n_sensitivities": 4, "n_atom_layers": 1},
+                     "charge_spin": True},
            "target": {"shard_dirs": [str(demo_shards)], "level": LEVEL, "datasets": ["demo_target_ethanol"],
                       "n_train": 20, "max_atoms": 180}}  # fmt: skip
     (tmp_path / "scratch.yaml").write_text(yaml.safe_dump(raw))
     assert main(["finetune", str(tmp_path / "scratch.yaml")]) == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["steps"] == 6 and result["registration"] == "disabled" and result["n_train"] == 20
-    assert load_package(result["package"]).heads == [LEVEL]
+    trained = load_package(result["package"])
+    assert trained.heads == [LEVEL] and trained.model.charge_spin and trained.metadata["charge_spin"]
     raw.pop("model")
     (tmp_path / "neither.yaml").write_text(yaml.safe_dump(raw))
     assert main(["finetune", str(tmp_path / "neither.yaml")]) == 2

@@ -11,9 +11,10 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
-from polyfid.models import UnknownElementError, UnknownHeadError
+from polyfid.data_shards.stream.batch import UnsupportedStateError
+from polyfid.models import PolyfidModel, UnknownElementError, UnknownHeadError
 from polyfid.models.calculator import PolyfidCalculator, atoms_to_batch, predict
-from polyfid.models.package import load_package
+from polyfid.models.package import LoadedPackage, load_package
 from polyfid.models.testing.structures import demo_records, water_box_record
 from tests.models.test_package import PACKAGE_V1_0
 
@@ -47,6 +48,22 @@ def test_matches_model_output_and_heads_differ(package):
     other = PolyfidCalculator(PACKAGE_V1_0, "b3lyp/def2-svp").get_potential_energy(atoms)
     assert other == float(other_out.energy[0, 0])
     assert abs(other - atoms.get_potential_energy()) > 100  # a different level of theory, not a silent head 0
+
+
+def test_charge_and_spin_come_from_atoms_info(package):
+    """`atoms.info["charge"]` and `["spin"]` (multiplicity) reach the model: refused by one built without
+    charge_spin, conditioning the energy of one built with it."""
+    ion = molecule()
+    ion.info.update(charge=1, spin=2)
+    with pytest.raises(UnsupportedStateError, match=r"charge \+1, multiplicity 2"):
+        PolyfidCalculator(package, LEVEL).get_potential_energy(ion)
+    model = PolyfidModel(package.model.backbone, package.model.heads, charge_spin=True)
+    with torch.no_grad():
+        model.state.charge.fill_(0.3)
+    charged = LoadedPackage(model=model, metadata=package.metadata)
+    neutral = PolyfidCalculator(charged, LEVEL).get_potential_energy(molecule())
+    assert neutral == PolyfidCalculator(package, LEVEL).get_potential_energy(molecule())  # zero state: unchanged
+    assert abs(PolyfidCalculator(charged, LEVEL).get_potential_energy(ion) - neutral) > 1e-3
 
 
 def test_level_is_required_and_validated(package):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from polyfid.data_shards.stream.batch import UnsupportedStateError
 from polyfid.models import PolyfidModel, UnknownElementError, UnknownHeadError, build_model
 from polyfid.models.package import load_package, save_package
 from polyfid.models.registry import build_backbone
@@ -51,7 +53,7 @@ class ModelTestMixin:
     kind: ClassVar[str]  # the backbone registry kind
     settings: ClassVar[dict[str, Any]] = {}
     packaged: ClassVar[bool] = False  # run on the model reloaded from a saved package
-    conditioned: ClassVar[bool] = False  # fidelity embeddings condition the trunk, plus a delta head
+    conditioned: ClassVar[bool] = False  # fidelity embeddings, charge and spin condition the trunk; a delta head
 
     def make_backbone(self, dtype: torch.dtype) -> torch.nn.Module:
         config = {"elements": ELEMENTS, **self.settings, "dtype": str(dtype).removeprefix("torch.")}
@@ -59,10 +61,13 @@ class ModelTestMixin:
 
     def make_model(self, dtype: torch.dtype) -> PolyfidModel:
         torch.manual_seed(0)
-        model = build_model(self.make_backbone(dtype), level_stats(), fidelity_embedding=self.conditioned)
+        flags = {"fidelity_embedding": self.conditioned, "charge_spin": self.conditioned}
+        model = build_model(self.make_backbone(dtype), level_stats(), **flags)
         if self.conditioned:  # non-zero embeddings (they start at zero) and a delta head on the first level
             delta = model.add_head("delta/level", None, base=model.head_names[0])
             with torch.no_grad():
+                model.state.charge.normal_(0.0, 0.5)
+                model.state.spin.normal_(0.0, 0.5)
                 for head in model.heads.heads:
                     head.embedding.normal_(0.0, 0.5)
                 for layer in delta.layers:
@@ -74,9 +79,24 @@ class ModelTestMixin:
         model = self.make_model(dtype)
         return model.train(train)
 
-    @staticmethod
-    def _molecules(n: int = 3):
-        return list(demo_records((0,)))[:n]
+    def _molecules(self, n: int = 3):
+        """Demo molecules; for a conditioned model, a cation doublet, an anion doublet and a neutral singlet."""
+        records = list(demo_records((0,)))[:n]
+        if not self.conditioned:
+            return records
+        states = [(1, 2), (-1, 2), (0, 1)]
+        return [replace(r, charge=q, multiplicity=m) for r, (q, m) in zip(records, states * n, strict=False)]
+
+    def test_charge_and_spin_condition_the_energy_or_are_refused(self):
+        model = self._model()
+        neutral = replace(self._molecules(3)[2 if self.conditioned else 0], charge=0, multiplicity=1)
+        states = [replace(neutral, charge=1, multiplicity=2), replace(neutral, multiplicity=3)]
+        if not model.charge_spin:
+            with pytest.raises(UnsupportedStateError, match=f"{neutral.id}.*charge \\+1, multiplicity 2"):
+                model(make_batch(states[:1]), HEADS)
+            return
+        out = model(make_batch([neutral, *states]), HEADS)
+        assert (out.energy[1:] - out.energy[0]).abs().min() > 1e-6
 
     # -- shapes and errors ----------------------------------------------------------------------------------------
     def test_output_shapes_and_dtypes(self):

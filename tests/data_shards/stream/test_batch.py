@@ -38,17 +38,12 @@ def test_cell_and_pbc(shards, mixed):
     assert batch.pbc.tolist() == [[True, True, False], [False, False, False]] and not batch.cell[1].any()
 
 
-@pytest.mark.parametrize(("charge", "multiplicity", "shown"), [(-1, 1, "charge -1"), (0, 2, "multiplicity 2")])
-def test_charged_or_open_shell_records_are_refused_never_merged_with_neutral_ones(
-    shards, mixed, charge, multiplicity, shown
-):
-    from polyfid.data_shards.stream.batch import UnsupportedStateError
-
-    ion = dataclasses.replace(mixed[0], charge=charge, multiplicity=multiplicity)
-    with pytest.raises(UnsupportedStateError, match=f"{mixed[0].id}.*{shown}.*neutral closed-shell"):
-        collate([mixed[1], ion], shards.level_names, shards.dataset_names)
-    neutral = dataclasses.replace(mixed[0], charge=0, multiplicity=1)  # stated neutral singlet: fine
-    assert collate([neutral], shards.level_names, shards.dataset_names).n_structures == 1
+def test_charge_and_multiplicity_are_collated_unset_is_a_neutral_singlet(shards, mixed):
+    """Collation keeps every state; a model without charge_spin refuses non-neutral ones (the model mixins)."""
+    ion = dataclasses.replace(mixed[0], charge=-1, multiplicity=2)
+    plain = dataclasses.replace(mixed[1], charge=None, multiplicity=None)
+    batch = collate([ion, plain], shards.level_names, shards.dataset_names)
+    assert batch.charge.tolist() == [-1, 0] and batch.multiplicity.tolist() == [2, 1]
 
 
 def test_off_axis_level_or_dataset_is_an_error(shards, mixed):
