@@ -49,7 +49,9 @@ def run_rank(cfg: PretrainConfig, show_progress: bool = True) -> dict[str, Any]:
         claim_run(cfg.run_dir)
     ctx.barrier()
     ctx.owner = read_owner(cfg.run_dir).get("token", "")
-    return _checked(train(cfg, ctx, show_progress))
+    result = train(cfg, ctx, show_progress)
+    ctx.close()
+    return _checked(result)
 
 
 def ray_worker(config: dict[str, Any]) -> None:

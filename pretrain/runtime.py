@@ -158,6 +158,14 @@ class RunContext:
         if self.world_size > 1:
             dist.barrier()
 
+    def close(self) -> None:
+        """Every rank waits for the others (rank 0 exports and registers last), then leaves the process group:
+        left to interpreter exit, gloo's threads can abort a rank that exits first ("terminate called without an
+        active exception")."""
+        if dist.is_initialized():
+            self.barrier()
+            dist.destroy_process_group()
+
 
 def free_port() -> int:
     with socket.socket() as s:

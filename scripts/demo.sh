@@ -34,24 +34,26 @@ finetune() {
 scratch=(--set source=models:/polyfid-pretrained/latest --set init=scratch --set head_init=null --set e0_prior=null
   --set lr=1e-3 --set tracking.register_model=false)
 xtb=(--set "auxiliary=[{level: gfn2-xtb}]") # multi-fidelity: xTB energies + forces on the same ethanol geometries
-# the registered fine-tune (polyfid-mp2-cc-pvdz), with learning curves of both models
+# energies only, with learning curves of both models (linear vs nonlinear)
 finetune joint-pretrained --set source=models:/polyfid-pretrained/latest --set "learning_curve=[25,50,100,200]" \
-  --set scan=demo_scan_ethanol
+  --set scan=demo_scan_ethanol --set tracking.register_model=false
 finetune reptile-pretrained --set source=models:/polyfid-pretrained-reptile/latest --set tracking.register_model=false
 finetune joint-pretrained+xtb --set source=models:/polyfid-pretrained/latest "${xtb[@]}" \
   --set tracking.register_model=false
 # Delta-learning: the head fits MP2 - xTB (at inference the xTB calculation is added; evaluate adds the shards' xTB)
 finetune joint-pretrained-delta-xtb --set source=models:/polyfid-pretrained/latest --set baseline_level=gfn2-xtb \
   --set e0_prior=null --set tracking.register_model=false
-# distilled forces: the Delta-learning model labels every ethanol train geometry; the student needs no xTB
+# the registered fine-tune (polyfid-mp2-cc-pvdz), the best model that runs without xTB: distilled forces (the
+# Delta-learning model labels every ethanol train geometry) beside the 100 MP2 energies
 finetune joint-pretrained-distilled --set source=models:/polyfid-pretrained/latest --set forces_weight=1.0 \
-  --set "distill={teacher: $run_dir/finetune/joint-pretrained-delta-xtb}" --set tracking.register_model=false
+  --set "distill={teacher: $run_dir/finetune/joint-pretrained-delta-xtb}" --set scan=demo_scan_ethanol
 finetune scratch-energies "${scratch[@]}"
 finetune scratch-energies+xtb "${scratch[@]}" "${xtb[@]}"
 finetune scratch-energies+forces "${scratch[@]}" --set forces_weight=1.0
 
-"$polyfid" evaluate --model "$run_dir/finetune/joint-pretrained" --data "$run_dir/shards" \
-  --level mp2/cc-pvdz --datasets demo_target_ethanol --scan demo_scan_ethanol --plots "$run_dir/finetune/joint-pretrained/plots"
+"$polyfid" evaluate --model "$run_dir/finetune/joint-pretrained-distilled" --data "$run_dir/shards" \
+  --level mp2/cc-pvdz --datasets demo_target_ethanol --scan demo_scan_ethanol \
+  --plots "$run_dir/finetune/joint-pretrained-distilled/plots"
 
 echo
 echo "Test errors on held-out MP2/cc-pVDZ ethanol structures (MP2 forces are fitted only in the last row):"
