@@ -99,7 +99,7 @@ def architecture_package(cfg: Any, elements: list[int]) -> LoadedPackage:
     settings = cfg.settings.model_dump(mode="json")
     settings["elements"] = settings["elements"] or elements
     backbone = build_backbone(cfg.backbone, settings)
-    flags = {"fidelity_embedding": bool(cfg.fidelity_embedding), "charge_spin": bool(cfg.charge_spin)}
+    flags = conditioning(cfg.model_dump())
     meta = {"backbone": backbone_spec(backbone), "heads": [], "provenance": {}, **flags}
     return LoadedPackage(model=PolyfidModel(backbone, **flags), metadata=meta)
 
