@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f = subparsers.add_parser("finetune", help="fine-tune a pretrained model to a small set at one level of theory")
     f.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config; later files are merged over earlier")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    f.add_argument("--json", action="store_true", help="also print the full result (as result.json holds it)")
     f.set_defaults(func=_finetune)
     r = subparsers.add_parser("report", help="table of test errors of fine-tuning runs (and their linear baselines)")
     r.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="fine-tuning run directories")
@@ -35,6 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plots", type=Path, help="folder for the parity (and scan) plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_evaluate)
+    q = subparsers.add_parser("predict", help="energies and forces (stress, committee spread) for any ase.io file")
+    q.add_argument("model", help="model package or committee (.pt), a run directory, or models:/NAME/VERSION")
+    q.add_argument("input", type=Path, help="structures: any file ase.io reads (extxyz, xyz, db, traj, ...)")
+    q.add_argument("output", type=Path, help="extxyz written with energy, forces (stress) per frame")
+    q.add_argument("--level", required=True, type=normalize_level, help="the head (level of theory): always named")
+    q.add_argument("--committee", nargs="+", default=[], metavar="MODEL",
+                   help="more members (packages): report the committee's mean and std")  # fmt: skip
+    q.add_argument("--index", default=":", help="frames read, as ase.io.read's index (default: all)")
+    q.add_argument("--format", dest="fmt", help="ase.io format of the input (default: from its name)")
+    q.add_argument("--max-atoms", type=int, default=4096, help="atom budget of one batch (default 4096)")
+    q.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    q.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: as packaged)")
+    q.add_argument("--registry-uri", help="MLflow store of a models:/ MODEL (default: $MLFLOW_TRACKING_URI)")
+    q.set_defaults(func=_predict)
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -55,7 +70,14 @@ def _finetune(args: argparse.Namespace) -> int:
         forces = f", forces MAE {m['forces_mae']:.4f} eV/A" if "forces_mae" in m else ""
         energy = f"energy RMSE {m['energy_rmse']:.4f} eV" if "energy_rmse" in m else "no energies"
         print(f"  trivial baseline {name}: {energy}{forces}")
-    print(json.dumps(result, indent=1))
+    if result["committee"]:
+        c = result["committee"]
+        forces = f", forces std-error Spearman {_fmt(c.get('forces_spearman'))}" if "forces_spearman" in c else ""
+        print(f"  committee of {c['members']:.0f}: energy RMSE {c['energy_rmse']:.4f} eV, std-error Spearman "
+              f"{_fmt(c['energy_spearman'])}{forces}  ({c['package']})")  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=1))
+    print(f"  result: {Path(result['package']).parents[1] / 'result.json'}")
     report_registration(result)
     return 0
 
@@ -97,3 +119,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         for key, value in result.items():
             print(f"{key:>24}: {value}")
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from polyfid.finetune.infer import predict_frames, read_frames, write_extxyz
+    from polyfid.finetune.source import source_path
+    from polyfid.models.package import load_members
+
+    frames = read_frames(args.input, args.index, args.fmt)
+    with tempfile.TemporaryDirectory(prefix="polyfid-registry-") as download:
+        members = []
+        for source in (args.model, *args.committee):
+            members += load_members(source_path(source, args.registry_uri, Path(download))[0], args.device)
+    labelled = predict_frames(members, args.level, frames, max_atoms=args.max_atoms, device=args.device,
+                              dtype=args.dtype)  # fmt: skip
+    write_extxyz(args.output, labelled)
+    spread = f", committee of {len(members)} (energy_std, forces_std)" if len(members) > 1 else ""
+    print(f"{len(labelled)} frames -> {args.output} ({args.level}{spread})")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

@@ -59,6 +59,17 @@ class DistillSection(Section):
     n: int | None = Field(default=None, ge=1, description="a seeded subset of those structures; null: all")
 
 
+class CommitteeSection(Section):
+    """A committee for uncertainty: `members` fine-tunes of the same target differing in seed (batch order, fresh
+    weights) and, with `subsample` < 1, in a seeded subset of the fitted records; packaged as one committee file
+    whose members' spread calculators and `polyfid predict` report."""
+
+    members: int = Field(ge=2, description="committee size K (the run's own model is member 0)")
+    subsample: float = Field(
+        default=1.0, gt=0, le=1, description="fraction of the fitted records each further member sees; 1: all"
+    )
+
+
 class FinetuneTracking(TrackingSection):
     """Tracking defaults of a fine-tune (a partial `tracking:` section keeps them): registered as polyfid-<level>."""
 
@@ -111,6 +122,9 @@ class FinetuneConfig(Section):
     )
     distill: DistillSection | None = Field(
         default=None, description="distilled forces from a teacher model (forces_weight weighs them); null: none"
+    )
+    committee: CommitteeSection | None = Field(
+        default=None, description="also train a committee and score its uncertainty on test; null: one model"
     )
     e0_prior: LevelName | None = Field(
         default=None,

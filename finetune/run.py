@@ -14,6 +14,7 @@ import torch
 from polyfid.core.atomic import atomic_write_bytes
 from polyfid.core.errors import ConfigError
 from polyfid.core.tracking import Tracker
+from polyfid.finetune.committee import committee_scores, train_members
 from polyfid.finetune.config import FinetuneConfig
 from polyfid.finetune.curves import crossover, curve_plot
 from polyfid.finetune.evaluate import parity_plot, predict, score, score_scan
@@ -23,9 +24,10 @@ from polyfid.finetune.source import architecture_package, fresh_model, load_sour
 from polyfid.finetune.train import TargetData, e0_prior_head, energy_errors, finetune, head_e0, load_target
 from polyfid.finetune.trivial import trivial_baselines
 from polyfid.models import PolyfidModel
-from polyfid.models.package import PYFUNC_CODE, LoadedPackage, save_package
+from polyfid.models.package import PYFUNC_CODE, LoadedPackage, save_committee, save_package
 
 PACKAGE_NAME = "polyfid-finetuned.pt"
+COMMITTEE_NAME = "polyfid-committee.pt"  # in <run_dir>/committee/: model/ holds the one package a run directory names
 
 
 def linear_errors(model: PolyfidModel, fit: LinearBaseline, data: TargetData) -> np.ndarray:
@@ -60,7 +62,9 @@ def starting_model(package: LoadedPackage, cfg: FinetuneConfig) -> PolyfidModel:
     return fresh_model(package, cfg.seed) if cfg.init == "scratch" else copy.deepcopy(package.model)
 
 
-def fit_both(package: LoadedPackage, cfg: FinetuneConfig, data: TargetData, log=None) -> dict[str, Any]:
+def fit_both(
+    package: LoadedPackage, cfg: FinetuneConfig, data: TargetData, log=None, show_progress: bool = False
+) -> dict[str, Any]:
     """The linear baseline (on the starting model's features) and the nonlinear fine-tune, both scored on test."""
     model = starting_model(package, cfg)
     # fitted once on the features of the model before any step: scored here, and the head's start if head_init=linear
@@ -70,7 +74,7 @@ def fit_both(package: LoadedPackage, cfg: FinetuneConfig, data: TargetData, log=
     lin_err = linear_errors(model, fit, data)
     linear = {"energy_mae": float(np.abs(lin_err).mean()), "energy_rmse": float(np.sqrt((lin_err**2).mean())),
               "alpha": fit.alpha, "cv_rmse": fit.cv_rmse}  # fmt: skip
-    summary = finetune(model, cfg, data, log=log, linear=fit)
+    summary = finetune(model, cfg, data, log=log, linear=fit, show_progress=show_progress)
     test = data.batches(data.test, cfg.target.max_atoms)
     nonlinear = energy_errors(model, test, cfg.target.level, data.level_index)
     winner = compare(lin_err, nonlinear_errors(model, data, cfg.target.level, cfg.target.max_atoms))
@@ -102,7 +106,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     tags = {**lineage, "polyfid.target_level": cfg.target.level, "polyfid.init": cfg.init}
     tracker.start(cfg.run_dir.name, cfg.model_dump(mode="json"), tags)
     try:
-        fit = fit_both(package, cfg, data, log=tracker.log_metrics)
+        fit = fit_both(package, cfg, data, log=tracker.log_metrics, show_progress=True)
         model, summary = fit["model"], fit["summary"]
         provenance = package.metadata.get("provenance", {})
         lineage_meta = {"source": lineage, "source_provenance": provenance, "config": cfg.model_dump(mode="json")}
@@ -120,6 +124,15 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             )
             plots.append(Path(scan["plot"]))
             test_metrics.update({f"scan/{k}": v for k, v in scan.items() if isinstance(v, float)})
+        committee = None
+        if cfg.committee is not None:
+            models = [model, *train_members(lambda member: starting_model(package, member), cfg, data)]
+            committee_path = save_committee(cfg.run_dir / "committee" / COMMITTEE_NAME, models, provenance=lineage_meta)
+            test = data.batches(data.test, cfg.target.max_atoms)
+            committee = {"package": str(committee_path), "subsample": cfg.committee.subsample,
+                         **committee_scores(models, test, cfg.target.level, data.level_index)}  # fmt: skip
+            test_metrics.update({f"test/committee/{k}": v for k, v in committee.items() if isinstance(v, float)})
+            tracker.log_artifact(committee_path, "committee")
         tracker.log_metrics(test_metrics, summary["epochs"])
         curve = learning_curve(package, cfg) if cfg.learning_curve else []
         for point in curve:
@@ -143,7 +156,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
               "n_train": fit["n_train"], "n_fit": fit["n_fit"],
               "n_test": len(data.test), **summary,
               "test": {"nonlinear": fit["nonlinear"], "linear": fit["linear"], "trivial": trivial},
-              "winner": fit["winner"], "scan": scan, "learning_curve": curve,
+              "winner": fit["winner"], "committee": committee, "scan": scan, "learning_curve": curve,
               "crossover_n": crossover(curve) if curve else None,
               "source": lineage, "package": str(path), "plots": [str(p) for p in plots],
               **registration}  # fmt: skip

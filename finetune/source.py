@@ -79,12 +79,16 @@ def download_registered(source: str, registry_uri: str | None, download_to: Path
     return packages[0], lineage
 
 
+def source_path(source: str, registry_uri: str | None, download_to: Path) -> tuple[Path, dict[str, str]]:
+    """The package file a source names (downloaded when registered), with lineage tags of a registered version."""
+    if source.startswith(REGISTRY_SCHEME):
+        return download_registered(source, registry_uri, download_to)
+    return local_package(source), {}
+
+
 def load_source(source: str, registry_uri: str | None, download_to: Path) -> tuple[LoadedPackage, dict[str, str]]:
     """The source package loaded, with lineage tags (the package path; the registered version when there is one)."""
-    if source.startswith(REGISTRY_SCHEME):
-        path, lineage = download_registered(source, registry_uri, download_to)
-    else:
-        path, lineage = local_package(source), {}
+    path, lineage = source_path(source, registry_uri, download_to)
     package = load_package(path)
     provenance = package.metadata.get("provenance", {})
     lineage |= {"polyfid.source_package": str(path),

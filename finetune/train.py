@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from polyfid.core.errors import ConfigError
 from polyfid.data_shards.record import LevelLabels, Record
@@ -82,7 +83,7 @@ def _has_label(record: Record, level: str, energy_only: bool = True) -> bool:
     return labels is not None and (labels.energy is not None or (not energy_only and labels.forces is not None))
 
 
-def _subset(records: list[Record], n: int | None, seed: int, what: str) -> list[Record]:
+def subset(records: list[Record], n: int | None, seed: int, what: str) -> list[Record]:
     """The first `n` of a seeded shuffle (all, shuffled, when `n` is None)."""
     order = derive_rng(seed, what).permutation(len(records))
     if n is not None:
@@ -115,12 +116,12 @@ def load_target(cfg: FinetuneConfig) -> TargetData:
     if cfg.baseline_level:
         pool = minus_baseline(pool, t.level, cfg.baseline_level, "train")
     seed = cfg.seed if t.subset_seed is None else t.subset_seed
-    train = _subset([r for r in pool if _has_label(r, t.level)], t.n_train, seed, "finetune-subset")
+    train = subset([r for r in pool if _has_label(r, t.level)], t.n_train, seed, "finetune-subset")
     allowed = {(r.dataset, r.id): {t.level} for r in train}
     by_key = {(r.dataset, r.id): r for r in train}
     for aux in cfg.auxiliary:
         _, records = _records(cfg, "train", aux.level, aux.datasets or t.datasets)
-        for r in _subset(records, aux.n, seed, f"finetune-auxiliary-{aux.level}"):
+        for r in subset(records, aux.n, seed, f"finetune-auxiliary-{aux.level}"):
             allowed.setdefault((r.dataset, r.id), set()).add(aux.level)
             by_key.setdefault((r.dataset, r.id), r)
     fit = [
@@ -145,7 +146,7 @@ def _distilled(cfg: FinetuneConfig, fit: list[Record], seed: int) -> list[Record
     plan, records = _records(cfg, "train", method, d.datasets or t.datasets)
     if method is not None:
         records = [r for r in records if r.labels[method].energy is not None and r.labels[method].forces is not None]
-    records = _subset(records, d.n, seed, "finetune-distill")
+    records = subset(records, d.n, seed, "finetune-distill")
     return with_distilled(fit, records, teacher_labels(teacher, plan, records, t.level, t.max_atoms), t.level)
 
 
@@ -258,10 +259,17 @@ def energy_errors(model: PolyfidModel, batches: list[Batch], level: str, level_i
 
 
 def finetune(
-    model: PolyfidModel, cfg: FinetuneConfig, data: TargetData, log=None, linear: LinearBaseline | None = None
+    model: PolyfidModel,
+    cfg: FinetuneConfig,
+    data: TargetData,
+    log=None,
+    linear: LinearBaseline | None = None,
+    show_progress: bool = False,
 ) -> dict[str, object]:
-    """Train in place; returns step-0 and best metrics. `log(metrics, epoch)` is called each epoch. `linear`: the
-    linear baseline already fitted on this model and train set (head_init=linear fits it when not given)."""
+    """Train in place; returns step-0 and best metrics. `log(metrics, epoch)` is called with the starting point
+    (epoch 0: the model a fine-tune that never improves returns) and after each epoch. `linear`: the linear
+    baseline already fitted on this model and train set (head_init=linear fits it when not given).
+    `show_progress`: a bar over the step budget with epochs, val RMSE and ETA on stderr."""
     level, h = cfg.target.level, data.level_index
     if not data.val:
         raise ConfigError(
@@ -298,6 +306,10 @@ def finetune(
     # the starting point (refitted E0) is a candidate too: a fine-tune that never beats it returns it
     best, best_state, epochs, step = step0["energy_rmse"], copy.deepcopy(model.state_dict()), 0, 0
     schedule.observe(best)
+    if log is not None:
+        log({f"val/{k}": v for k, v in step0.items()}, 0)
+    bar = tqdm(total=budget, desc=f"finetune {level}", unit="step", disable=not show_progress, leave=False)
+    bar.set_postfix_str(f"epoch 0, val E RMSE {best:.4f} eV")
     while step < budget and not schedule.state.stop:
         order = derive_rng(cfg.seed, epochs, "finetune-epoch").permutation(len(data.fit))
         epochs += 1
@@ -312,14 +324,17 @@ def finetune(
             loss.backward()
             opt.step()
             step += 1
+            bar.update()
             if step >= budget:
                 break
         metrics = energy_errors(model, val, level, h)
         if log is not None:
-            log({**{f"val/{k}": v for k, v in metrics.items()}, "lr": schedule.lr(step)}, epochs - 1)
+            log({**{f"val/{k}": v for k, v in metrics.items()}, "lr": schedule.lr(step)}, epochs)
         schedule.observe(metrics["energy_rmse"])
         if metrics["energy_rmse"] < best:
             best, best_state = metrics["energy_rmse"], copy.deepcopy(model.state_dict())
+        bar.set_postfix_str(f"epoch {epochs}, val E RMSE {metrics['energy_rmse']:.4f} eV (best {best:.4f})")
+    bar.close()
     model.load_state_dict(best_state)
     model.eval()
     return {"head_init": init, "e0_fit": e0_fits, "step0_val": step0, "best_val_energy_rmse": best, "epochs": epochs,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,12 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from polyfid.data_shards.record import Record, normalize_level
 from polyfid.data_shards.stream.batch import Batch, collate
 from polyfid.models.heads import UnknownHeadError
-from polyfid.models.package import LoadedPackage, load_package
+from polyfid.models.model import PolyfidModel
+from polyfid.models.package import LoadedPackage, load_members
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+STD_PROPERTIES = ("energy_std", "forces_std", "stress_std")  # a committee's spread over its members
+ModelSource = str | Path | LoadedPackage | Sequence[LoadedPackage]
 
 
 class BaselineRequiredError(UnknownHeadError):
@@ -58,6 +61,18 @@ def atoms_to_batch(atoms_list: Sequence[Atoms]) -> Batch:
     return collate([atoms_to_record(a, f"ase/{k}") for k, a in enumerate(atoms_list)], [], ["ase"])
 
 
+def load_models(package: ModelSource, device: str | torch.device = "cpu") -> list[LoadedPackage]:
+    """The members of `package`: a package or committee file, a LoadedPackage, or a list of them (a committee)."""
+    if isinstance(package, LoadedPackage):
+        return [package]
+    if isinstance(package, str | Path):
+        return load_members(package, map_location=device)
+    members = list(package)
+    if not members or not all(isinstance(m, LoadedPackage) for m in members):
+        raise TypeError("package must be a path, a LoadedPackage, or a non-empty list of LoadedPackage")
+    return members
+
+
 class PolyfidCalculator(Calculator):
     """energy / free_energy (eV), forces (eV/A) and, for periodic cells, stress (eV/A^3, Voigt, ASE sign:
     (1/V) dE/d(strain)) from one head of a polyfid model package.
@@ -66,13 +81,17 @@ class PolyfidCalculator(Calculator):
     model; per-head E0 stays float64 and energies are always float64. A head fitted as a correction to a baseline
     method (Delta-learning, `model.heads.baselines`) needs `baseline`, an ASE calculator of that method (e.g.
     tblite's GFN2-xTB): its results are added to the head's.
+
+    A committee (a committee file, or a list of packages) gives the members' mean as energy, forces and stress,
+    and their spread (population std over members) as ``energy_std``, ``forces_std`` (per atom and component) and
+    ``stress_std``: the uncertainty MD and active learning read.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]  # noqa: RUF012 (ASE's interface)
+    implemented_properties = ["energy", "free_energy", "forces", "stress", *STD_PROPERTIES]  # noqa: RUF012 (ASE)
 
     def __init__(
         self,
-        package: str | Path | LoadedPackage,
+        package: ModelSource,
         level: str,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str | None = None,
@@ -80,23 +99,22 @@ class PolyfidCalculator(Calculator):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        loaded = package if isinstance(package, LoadedPackage) else load_package(package, map_location=device)
-        model = loaded.model
+        members = load_models(package, device)
         dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
         device = torch.device(device)
-        ref = next(model.parameters())
-        if (dtype is not None and dtype != model.dtype) or ref.device != device:
-            if isinstance(package, LoadedPackage):
-                model = copy.deepcopy(model)  # do not cast the caller's model in place
-            model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
-        self.package = loaded
-        self.model = model.eval()
+        self.models = [_placed(m.model, device, dtype, copy_first=not isinstance(package, str | Path)) for m in members]
+        self.package = members[0]
+        self.members = members
+        self.model = self.models[0]
         self.device = device
         if not isinstance(level, str) or normalize_level(level) not in self.model.head_names:
             raise UnknownHeadError(
                 f"level {level!r} is not a head of this package; choose one of {self.model.head_names}"
             )
         self.level = normalize_level(level)
+        for k, model in enumerate(self.models[1:], 1):
+            if model.head_names != self.model.head_names:
+                raise UnknownHeadError(f"committee member {k} has heads {model.head_names}, member 0 {self.heads}")
         method = self.model.heads.baselines.get(self.level)
         if method is not None and baseline is None:
             raise BaselineRequiredError(
@@ -109,6 +127,10 @@ class PolyfidCalculator(Calculator):
     def heads(self) -> list[str]:
         return self.model.head_names
 
+    @property
+    def committee_size(self) -> int:
+        return len(self.models)
+
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """ASE's changes, plus "charge_spin" when `atoms.info`'s charge or spin differs from the last calculation's
         (ASE compares no `info`, so a new charge on the same geometry would return the old results)."""
@@ -117,11 +139,39 @@ class PolyfidCalculator(Calculator):
             changes.append("charge_spin")
         return changes
 
-    def _evaluate(self, atoms_list: Sequence[Atoms], stress: bool) -> tuple[Batch, Any]:
+    def _evaluate(self, atoms_list: Sequence[Atoms], stress: bool) -> list[dict[str, Any]]:
+        """Per structure: energy, forces (and stress) of the head, the committee's mean and std when it has one."""
         batch = atoms_to_batch(atoms_list).to(self.device)
-        with torch.no_grad():
-            out = self.model(batch, [self.level], compute_forces=True, compute_stress=stress)
-        return batch, out
+        energies, forces, stresses = [], [], []
+        for model in self.models:
+            with torch.no_grad():
+                out = model(batch, [self.level], compute_forces=True, compute_stress=stress)
+            energies.append(out.energy[:, 0].detach().cpu().double())
+            forces.append(out.forces[:, 0].detach().cpu().double())
+            if stress:
+                stresses.append(out.stress[:, 0].detach().cpu().double())
+        columns = {"energy": torch.stack(energies), "forces": torch.stack(forces)}
+        if stress:
+            columns["stress"] = torch.stack(stresses)
+        bounds = np.concatenate(([0], np.cumsum(batch.n_atoms.cpu().numpy())))
+        results = []
+        for i in range(len(atoms_list)):
+            per = {"energy": columns["energy"][:, i], "forces": columns["forces"][:, bounds[i] : bounds[i + 1]]}
+            if stress:
+                per["stress"] = columns["stress"][:, i]
+            res: dict[str, Any] = {"energy": float(per["energy"].mean())}
+            res["free_energy"] = res["energy"]
+            res["forces"] = per["forces"].mean(0).numpy()
+            if stress:
+                res["stress"] = full_3x3_to_voigt_6_stress(per["stress"].mean(0).numpy())
+            if len(self.models) > 1:
+                res["energy_std"] = float(per["energy"].std(0, correction=0))
+                res["forces_std"] = per["forces"].std(0, correction=0).numpy()
+                if stress:
+                    res["stress_std"] = full_3x3_to_voigt_6_stress(per["stress"].std(0, correction=0).numpy())
+            self._add_baseline(atoms_list[i], res, stress)
+            results.append(res)
+        return results
 
     @staticmethod
     def _check_stress(atoms: Atoms, where: str = "") -> None:
@@ -137,19 +187,10 @@ class PolyfidCalculator(Calculator):
         system_changes: Sequence[str] = tuple(all_changes),
     ) -> None:
         super().calculate(atoms, properties, system_changes)
-        want_stress = "stress" in properties
+        want_stress = "stress" in properties or "stress_std" in properties
         if want_stress:
             self._check_stress(self.atoms)
-        _, out = self._evaluate([self.atoms], want_stress)
-        energy = float(out.energy[0, 0])
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": out.forces[:, 0].detach().cpu().double().numpy(),
-        }
-        if want_stress:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(out.stress[0, 0].detach().cpu().double().numpy())
-        self._add_baseline(self.atoms, self.results, want_stress)
+        self.results = self._evaluate([self.atoms], want_stress)[0]
 
     def _add_baseline(self, atoms: Atoms, results: dict[str, Any], stress: bool) -> None:
         """Add the baseline method's energy, forces (and stress) to a Delta-learning head's results, in place."""
@@ -163,40 +204,61 @@ class PolyfidCalculator(Calculator):
         if stress:
             results["stress"] = results["stress"] + atoms.get_stress()
 
-    def predict(self, atoms_list: Sequence[Atoms], batch_size: int = 64, stress: bool = False) -> list[dict[str, Any]]:
-        """Evaluate many structures in batches of `batch_size` with this calculator's level.
+    def predict(
+        self,
+        atoms_list: Sequence[Atoms],
+        batch_size: int = 64,
+        stress: bool = False,
+        max_atoms: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Evaluate many structures in batches of at most `batch_size` structures (and `max_atoms` atoms, when
+        given; a bigger structure runs alone) with this calculator's level; `progress(n)` after each batch.
 
-        Returns one dict per structure: ``energy``/``free_energy`` (float, eV), ``forces`` ((N, 3) eV/A) and,
-        with `stress`, ``stress`` (Voigt, eV/A^3; every structure must then be periodic).
+        Returns one dict per structure: ``energy``/``free_energy`` (float, eV), ``forces`` ((N, 3) eV/A), with
+        `stress` ``stress`` (Voigt, eV/A^3; every structure must then be periodic), and for a committee the
+        ``*_std`` spreads.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or (max_atoms is not None and max_atoms < 1):
+            raise ValueError(f"batch_size and max_atoms must be >= 1, got {batch_size} and {max_atoms}")
         atoms_list = list(atoms_list)
         if stress:
             for k, a in enumerate(atoms_list):
                 self._check_stress(a, f" (structure {k})")
         results: list[dict[str, Any]] = []
-        for start in range(0, len(atoms_list), batch_size):
-            chunk = atoms_list[start : start + batch_size]
-            batch, out = self._evaluate(chunk, stress)
-            energy = out.energy[:, 0].detach().cpu().numpy()
-            forces = out.forces[:, 0].detach().cpu().double().numpy()
-            bounds = np.concatenate(([0], np.cumsum(batch.n_atoms.cpu().numpy())))
-            for i in range(len(chunk)):
-                res: dict[str, Any] = {
-                    "energy": float(energy[i]),
-                    "free_energy": float(energy[i]),
-                    "forces": forces[bounds[i] : bounds[i + 1]].copy(),
-                }
-                if stress:
-                    res["stress"] = full_3x3_to_voigt_6_stress(out.stress[i, 0].detach().cpu().double().numpy())
-                self._add_baseline(chunk[i], res, stress)
-                results.append(res)
+        for chunk in _chunks(atoms_list, batch_size, max_atoms):
+            results.extend(self._evaluate(chunk, stress))
+            if progress is not None:
+                progress(len(chunk))
         return results
 
 
+def _placed(model: PolyfidModel, device: torch.device, dtype: torch.dtype | None, copy_first: bool) -> PolyfidModel:
+    """`model` in eval mode on `device` (cast to `dtype`); a copy when it is the caller's and must change."""
+    ref = next(model.parameters())
+    if (dtype is not None and dtype != model.dtype) or ref.device != device:
+        if copy_first:
+            model = copy.deepcopy(model)  # do not cast the caller's model in place
+        model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    return model.eval()
+
+
+def _chunks(atoms_list: list[Atoms], batch_size: int, max_atoms: int | None) -> Iterator[list[Atoms]]:
+    """Consecutive runs of at most `batch_size` structures and, when given, `max_atoms` atoms (at least one)."""
+    chunk: list[Atoms] = []
+    n_atoms = 0
+    for atoms in atoms_list:
+        if chunk and (len(chunk) == batch_size or (max_atoms is not None and n_atoms + len(atoms) > max_atoms)):
+            yield chunk
+            chunk, n_atoms = [], 0
+        chunk.append(atoms)
+        n_atoms += len(atoms)
+    if chunk:
+        yield chunk
+
+
 def predict(
-    package: str | Path | LoadedPackage,
+    package: ModelSource,
     atoms_list: Sequence[Atoms],
     level: str,
     batch_size: int = 64,
@@ -204,6 +266,8 @@ def predict(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     stress: bool = False,
+    max_atoms: int | None = None,
 ) -> list[dict[str, Any]]:
     """Batched evaluation of many structures at one `level` (see :meth:`PolyfidCalculator.predict`)."""
-    return PolyfidCalculator(package, level, device=device, dtype=dtype).predict(atoms_list, batch_size, stress)
+    calc = PolyfidCalculator(package, level, device=device, dtype=dtype)
+    return calc.predict(atoms_list, batch_size, stress, max_atoms)

@@ -16,6 +16,12 @@ plain ``torch.load(path, weights_only=True)`` reads it; no arbitrary object is p
      "provenance": {...},                              # caller's (manifest hash, config, ...) + git commit
      "state_dict": {name: tensor, ...}}                # weights; per-head E0 / scale are float64 buffers
 
+A committee (K members fitted to the same data, for uncertainty) is one file of the same kind::
+
+    {"format": "polyfid-committee", "format_version": "1.0", "members": [<package>, ...]}
+
+each member a full package as above; `load_members` reads either file as a list of packages.
+
 Compatibility: a package of the same major version loads (an older minor always; a newer minor when every field
 this version needs is present, unknown extra fields are kept in ``metadata``); another major raises
 :class:`PackageVersionError`.
@@ -40,6 +46,8 @@ from polyfid.models.model import PolyfidModel
 from polyfid.models.registry import backbone_spec, build_backbone
 
 FORMAT_NAME = "polyfid-model-package"
+COMMITTEE_FORMAT = "polyfid-committee"
+COMMITTEE_VERSION = "1.0"
 PACKAGE_FORMAT = "1.3"  # 1.1: delta heads (head_bases), fidelity embeddings; 1.2: head_baselines; 1.3: charge_spin
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # the MLflow pyfunc face of a package (models from code)
 PACKAGE_NAME = "polyfid-pretrained.pt"  # the package inside a pretraining run: <run_dir>/model/<PACKAGE_NAME>
@@ -157,8 +165,21 @@ def save_package(path: str | Path, model: PolyfidModel, *, provenance: dict[str,
     `provenance`: plain data from the caller, e.g. ``{"manifest": manifest.build_fingerprint, "config": {...}}``;
     ``git_commit``/``git_dirty`` are added when absent and this source is a git checkout.
     """
-    path = Path(path)
-    content = package_dict(model, provenance)
+    return _write(Path(path), package_dict(model, provenance))
+
+
+def save_committee(path: str | Path, models: list[PolyfidModel], *, provenance: dict[str, Any]) -> Path:
+    """Write K >= 2 models with the same heads as one committee file (atomically); `provenance` as save_package's."""
+    if len(models) < 2:
+        raise ValueError(f"a committee needs at least 2 members, got {len(models)}")
+    members = [package_dict(m, provenance) for m in models]
+    if len({tuple(m["heads"]) for m in members}) > 1:
+        raise ValueError("committee members must have the same heads in the same order")
+    content = {"format": COMMITTEE_FORMAT, "format_version": COMMITTEE_VERSION, "members": members}
+    return _write(Path(path), content)
+
+
+def _write(path: Path, content: dict[str, Any]) -> Path:
     with atomic_path(path) as tmp:
         torch.save(content, tmp)
         try:  # guarantee the invariant before the rename: a plain weights_only load must read it
@@ -197,7 +218,7 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
         raise PackageError(
             f"{path}: not a readable polyfid model package (truncated, corrupted or not a package): {exc.reason}"
         ) from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+    if not isinstance(raw, dict) or raw.get("format") not in (FORMAT_NAME, COMMITTEE_FORMAT):
         raise PackageError(f"{path}: not a polyfid model package (no format={FORMAT_NAME!r} marker)")
     return raw
 
@@ -211,6 +232,35 @@ def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
     """Rebuild the model of a package (eval mode, on `map_location`) with its metadata."""
     path = Path(path)
     raw = _read(path, map_location)
+    if raw["format"] == COMMITTEE_FORMAT:
+        raise PackageError(
+            f"{path}: a committee of {len(raw.get('members', []))} models, not one package: read it with "
+            "load_members (PolyfidCalculator and `polyfid predict` take it as it is)"
+        )
+    return _rebuild(raw, path, map_location)
+
+
+def load_members(path: str | Path, map_location: str | torch.device = "cpu") -> list[LoadedPackage]:
+    """The models of a committee file, or the one model of a package, as a list."""
+    path = Path(path)
+    raw = _read(path, map_location)
+    if raw["format"] == FORMAT_NAME:
+        return [_rebuild(raw, path, map_location)]
+    if str(raw.get("format_version", "")).split(".")[0] != COMMITTEE_VERSION.split(".")[0]:
+        raise PackageVersionError(f"{path}: committee format {raw.get('format_version')!r}; this polyfid reads 1.x")
+    members = raw.get("members")
+    if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, dict) for m in members):
+        raise PackageError(f"{path}: a committee file without its members (damaged)")
+    loaded = [_rebuild(m, path, map_location, f" member {k}") for k, m in enumerate(members)]
+    if len({tuple(m.heads) for m in loaded}) > 1:
+        raise PackageError(f"{path}: committee members have different heads")
+    return loaded
+
+
+def _rebuild(raw: dict[str, Any], path: Path, map_location: str | torch.device, where: str = "") -> LoadedPackage:
+    """The LoadedPackage of one package dict (`where` names a committee member in errors)."""
+    if raw.get("format") != FORMAT_NAME:
+        raise PackageError(f"{path}{where}: not a polyfid model package (no format={FORMAT_NAME!r} marker)")
     _check_version(raw, path)
     try:
         backbone = build_backbone(raw["backbone"]["kind"], raw["backbone"]["config"])
@@ -219,9 +269,9 @@ def load_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
             model.add_head(name, None)
         model.load_state_dict(raw["state_dict"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise PackageError(f"{path}: cannot rebuild the packaged model: {type(exc).__name__}: {exc}") from exc
+        raise PackageError(f"{path}{where}: cannot rebuild the packaged model: {type(exc).__name__}: {exc}") from exc
     if model.head_names != list(raw["heads"]) or list(backbone.elements) != list(raw["elements"]):
-        raise PackageError(f"{path}: heads/elements of the rebuilt model differ from the package metadata")
+        raise PackageError(f"{path}{where}: heads/elements of the rebuilt model differ from the package metadata")
     model.to(map_location).eval()
     known = {
         *REQUIRED_FIELDS,
