@@ -4,11 +4,11 @@
 #   POLYFID_TORCH       pip requirement(s) for torch, installed FIRST (default: torch==2.13.0, the CPU wheel here).
 #                       GPU users: POLYFID_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 #                       or create the venv with their own CUDA torch; an importable torch is never replaced.
-#   POLYFID_EXTRAS      extras to install (default: dev,generate)
+#   POLYFID_EXTRAS      extras to install (default: dev,generate,md)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${POLYFID_VENV:-$root/.venv}
-extras=${POLYFID_EXTRAS:-dev,generate}
+extras=${POLYFID_EXTRAS:-dev,generate,md}
 py=${PYTHON:-python3}
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv" >&2
 stamp="$venv/.polyfid-installed"

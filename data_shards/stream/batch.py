@@ -48,6 +48,32 @@ class Batch:
     def n_atoms_total(self) -> int:
         return int(self.numbers.shape[0])
 
+    @classmethod
+    def unlabelled(
+        cls,
+        numbers: torch.Tensor,
+        positions: torch.Tensor,
+        batch: torch.Tensor,
+        n_structures: int,
+        cell: torch.Tensor | None = None,
+        pbc: torch.Tensor | None = None,
+    ) -> Batch:
+        """A label-free batch straight from tensors (MD engines' state), on their device: neutral singlets, no
+        levels; `cell` (S, 3, 3) rows are lattice vectors, `pbc` (S, 3); both absent: molecules."""
+        device = positions.device
+        n_atoms = torch.bincount(batch, minlength=n_structures)
+        zeros = torch.zeros(n_structures, dtype=torch.long, device=device)
+        return cls(
+            numbers=numbers.long(), positions=positions, batch=batch.long(), n_atoms=n_atoms,
+            energy=torch.zeros(n_structures, 0, dtype=torch.float64, device=device),
+            energy_mask=torch.zeros(n_structures, 0, dtype=torch.bool, device=device),
+            forces=torch.zeros(len(numbers), 0, 3, device=device),
+            forces_mask=torch.zeros(n_structures, 0, dtype=torch.bool, device=device),
+            cell=cell if cell is not None else torch.zeros(n_structures, 3, 3, dtype=positions.dtype, device=device),
+            pbc=pbc if pbc is not None else torch.zeros(n_structures, 3, dtype=torch.bool, device=device),
+            dataset=zeros, charge=zeros, multiplicity=zeros + 1, ids=[f"state/{k}" for k in range(n_structures)],
+        )  # fmt: skip
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor on `device`."""
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
