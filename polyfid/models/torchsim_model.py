@@ -40,7 +40,8 @@ class PolyfidTorchSimModel(ModelInterface):
         self.model = loaded.model.to(device=self._device, dtype=dtype).eval()
         self.level = normalize_level(level)
         if self.level not in self.model.head_names:
-            raise UnknownHeadError(f"level {level!r} is not a head of this package; choose one of {self.model.head_names}")
+            heads = self.model.head_names
+            raise UnknownHeadError(f"level {level!r} is not a head of this package; choose one of {heads}")
         if self.level in self.model.heads.baselines:
             raise UnknownHeadError(f"head {self.level!r} is a Delta-learning correction: TorchSim has no baseline")
         self.cutoff = self.model.backbone.cutoff

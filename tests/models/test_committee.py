@@ -46,7 +46,7 @@ def test_committee_file_round_trip_and_refusals(members, tmp_path):
         save_committee(tmp_path / "one.pt", members[:1], provenance={})
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(PackageError, match="damaged.pt"):
+    with pytest.raises(PackageError, match=r"damaged\.pt"):
         load_members(damaged)
 
 

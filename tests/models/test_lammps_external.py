@@ -83,5 +83,5 @@ def test_misuse_fails_in_one_line(calc, tmp_path):
     with pytest.raises(LammpsCouplingError, match="3 atom types, but 2 elements"):
         LammpsCoupling(lmp, calc, elements[:2])
     coupling = LammpsCoupling(lmp, calc, ["Au", "H", "O"])  # an element the model was not built for
-    with pytest.raises(LammpsCouplingError, match="callback failed.*79"):
+    with pytest.raises(LammpsCouplingError, match=r"callback failed.*79"):
         coupling.run(3)

@@ -48,8 +48,9 @@ def test_batched_md_and_relaxation(model):
     final = ts.integrate(system=systems, model=model, integrator=ts.nvt_langevin, n_steps=20, temperature=300.0,
                          timestep=0.0002)  # fmt: skip
     assert final.n_systems == 4 and torch.isfinite(final.positions).all()
+    converged = ts.runners.generate_force_convergence_fn(0.05, include_cell_forces=False)
     relaxed = ts.optimize(system=systems[:2], model=model, optimizer=ts.optimizers.fire, max_steps=200,
-                          convergence_fn=ts.runners.generate_force_convergence_fn(0.05, include_cell_forces=False))  # fmt: skip
+                          convergence_fn=converged)  # fmt: skip
     out = model(relaxed)
     start = model(ts.initialize_state(systems[:2], torch.device("cpu"), torch.float64))
     assert (out["energy"] < start["energy"]).all()  # each system went downhill
