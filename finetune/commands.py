@@ -50,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: as packaged)")
     q.add_argument("--registry-uri", help="MLflow store of a models:/ MODEL (default: $MLFLOW_TRACKING_URI)")
     q.set_defaults(func=_predict)
+    x = subparsers.add_parser("export", help="export a head (energy + forces) beside its package for fast inference")
+    x.add_argument("model", type=Path, help="model package (.pt), or a run directory")
+    x.add_argument("--level", required=True, type=normalize_level, help="the head exported")
+    x.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="precision (default float64)")
+    x.set_defaults(func=_export)
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -143,3 +148,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def _export(args: argparse.Namespace) -> int:
+    from polyfid.finetune.source import local_package
+    from polyfid.models.compiled import save_exported
+
+    path, error = save_exported(local_package(str(args.model)), args.level, args.dtype)
+    print(f"exported {args.level} ({args.dtype}) -> {path}; max deviation from eager on check structures: "
+          f"{error['energy']:.1e} eV, {error['forces']:.1e} eV/A")  # fmt: skip
+    return 0

@@ -15,6 +15,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from polyfid.data_shards.record import Record, normalize_level
 from polyfid.data_shards.stream.batch import Batch, collate
+from polyfid.models.compiled import load_exported
 from polyfid.models.heads import UnknownHeadError
 from polyfid.models.model import PolyfidModel
 from polyfid.models.package import LoadedPackage, load_members
@@ -85,6 +86,10 @@ class PolyfidCalculator(Calculator):
     A committee (a committee file, or a list of packages) gives the members' mean as energy, forces and stress,
     and their spread (population std over members) as ``energy_std``, ``forces_std`` (per atom and component) and
     ``stress_std``: the uncertainty MD and active learning read.
+
+    A package file with an exported head beside it (`polyfid export`, for this level and dtype) runs energy and
+    forces through that program (`exported=False`: always eager; `compile=True`: through torch.compile too);
+    stress, committees and charge/spin models run eager.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", *STD_PROPERTIES]  # noqa: RUF012 (ASE)
@@ -96,6 +101,8 @@ class PolyfidCalculator(Calculator):
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str | None = None,
         baseline: Calculator | None = None,
+        exported: bool = True,
+        compile: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -122,6 +129,10 @@ class PolyfidCalculator(Calculator):
                 f"calculator of {method}, whose energy and forces are added"
             )
         self.baseline = baseline if method is not None else None
+        self.exported = None
+        if exported and isinstance(package, str | Path) and len(self.models) == 1 and not self.model.charge_spin:
+            name = str(self.model.dtype).removeprefix("torch.")
+            self.exported = load_exported(Path(package), self.level, name, compile)
 
     @property
     def heads(self) -> list[str]:
@@ -144,6 +155,11 @@ class PolyfidCalculator(Calculator):
         batch = atoms_to_batch(atoms_list).to(self.device)
         energies, forces, stresses = [], [], []
         for model in self.models:
+            if self.exported is not None and not stress:  # the exported program: energy and forces only
+                energy, force = self.exported(model, batch)
+                energies.append(energy.detach().cpu().double())
+                forces.append(force.detach().cpu().double())
+                continue
             with torch.no_grad():
                 out = model(batch, [self.level], compute_forces=True, compute_stress=stress)
             energies.append(out.energy[:, 0].detach().cpu().double())

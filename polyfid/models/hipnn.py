@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -66,12 +68,28 @@ def envsum(
     """
     n_pairs = sens.shape[0]
     zj = z if pair_j is None else z[pair_j]
+    if _SCATTER or torch.compiler.is_exporting():  # padded width is data-dependent: tracing scatters (P x n_sens x F)
+        return z.new_zeros(n_atoms, sens.shape[1], z.shape[1]).index_add(0, pair_i, sens[:, :, None] * zj[:, None, :])
     idx = _neighbour_slots(pair_i, n_atoms)  # (A, K), n_pairs marks an empty slot
     s_pad = torch.cat([sens, sens.new_zeros(1, sens.shape[1])])[idx]
     z_pad = torch.cat([zj, zj.new_zeros(1, zj.shape[1])])[idx]
     if n_pairs == 0:
         return z.new_zeros(n_atoms, sens.shape[1], z.shape[1])
     return torch.bmm(s_pad.transpose(1, 2), z_pad)
+
+
+_SCATTER = False  # set while tracing for export (scatter_envsum): no data-dependent shapes
+
+
+@contextlib.contextmanager
+def scatter_envsum() -> Iterator[None]:
+    """envsum by scatter-add inside the block: the traced graph then has no shape that depends on the data."""
+    global _SCATTER
+    previous, _SCATTER = _SCATTER, True
+    try:
+        yield
+    finally:
+        _SCATTER = previous
 
 
 def _neighbour_slots(pair_i: torch.Tensor, n_atoms: int) -> torch.Tensor:

@@ -145,20 +145,33 @@ class PolyfidModel(nn.Module):
     ) -> tuple[Graph, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(graph, E0 sums, net energies, per-layer energies) of the heads `indices`: one trunk pass, or one per
         head when the trunk is conditioned on each head's fidelity embedding."""
-        n_struct = int(batch.n_atoms.shape[0])
-        if not self.fidelity_embedding:
-            graph, species, features, reference = self._layers(batch, pos, cell)
-            return graph, *self.heads(features, reference, species, batch.batch, n_struct, indices)
         graph = build_graph(pos, batch.batch, batch.n_atoms, self.backbone.cutoff, cell, batch.pbc)
         species = self.species(batch.numbers)
-        state = self._state(batch)
+        n_struct = int(batch.n_atoms.shape[0])
+        return graph, *self.graph_energies(species, graph, batch.batch, n_struct, indices, self._state(batch))
+
+    def graph_energies(
+        self,
+        species: torch.Tensor,
+        graph: Graph,
+        batch: torch.Tensor,
+        n_struct: int,
+        indices: list[int],
+        state: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(E0 sums, net energies, per-layer energies) of the heads `indices` on a built graph (`state`: the
+        charge/spin condition): one trunk pass, or one per head when each head's fidelity embedding conditions it.
+        Free of data-dependent control flow, so the compiled inference path exports it."""
+        if not self.fidelity_embedding:
+            features = self._trunk(species, graph, state)
+            return self.heads(features, self.isolated_features(graph.vec), species, batch, n_struct, indices)
         parts = []
         for k in indices:
             condition = self.heads.heads[k].embedding
             atoms = condition if state is None else condition + state
-            features, reference = self._trunk(species, graph, atoms), self.isolated_features(pos, condition)
-            parts.append(self.heads(features, reference, species, batch.batch, n_struct, [k]))
-        return graph, *(torch.cat(columns, dim=1) for columns in zip(*parts, strict=True))
+            features, reference = self._trunk(species, graph, atoms), self.isolated_features(graph.vec, condition)
+            parts.append(self.heads(features, reference, species, batch, n_struct, [k]))
+        return tuple(torch.cat(columns, dim=1) for columns in zip(*parts, strict=True))
 
     def features(self, batch: Batch) -> torch.Tensor:
         """(A, F) per-atom features the energy heads are linear in: each layer's (l >= 1) features relative to an

@@ -17,7 +17,8 @@ import torch
 
 from polyfid.data_shards.stream.batch import UnsupportedStateError
 from polyfid.models import PolyfidModel, UnknownElementError, UnknownHeadError, build_model
-from polyfid.models.package import load_package, save_package
+from polyfid.models.compiled import ExportedHead, ExportError, export_head
+from polyfid.models.package import LoadedPackage, load_package, save_package
 from polyfid.models.registry import build_backbone
 from polyfid.models.testing.structures import (
     ELEMENTS,
@@ -97,6 +98,23 @@ class ModelTestMixin:
             return
         out = model(make_batch([neutral, *states]), HEADS)
         assert (out.energy[1:] - out.energy[0]).abs().min() > 1e-6
+
+    def test_exported_head_matches_eager(self):
+        """The exported (energy, forces) program, traced on two molecules, gives eager's numbers on other sizes,
+        periodic cells included; a charge/spin model is refused."""
+        model = self._model()
+        package = LoadedPackage(model=model, metadata={})
+        if model.charge_spin:
+            with pytest.raises(ExportError, match="charge/spin"):
+                export_head(package, HEADS[0], torch.float64, make_batch(self._molecules(2)))
+            return
+        program = export_head(package, HEADS[-1], torch.float64, make_batch(self._molecules(2)))
+        run = ExportedHead(program.module(), Path("in-memory"), HEADS[-1], "float64")
+        for batch in (make_batch(list(demo_records((1, 2)))[:5]), make_batch([diamond_record(), water_box_record()])):
+            energy, forces = run(model, batch)
+            ref = model(batch, [HEADS[-1]])
+            torch.testing.assert_close(energy, ref.energy[:, 0], rtol=0, atol=1e-9)
+            torch.testing.assert_close(forces, ref.forces[:, 0], rtol=0, atol=1e-9)
 
     # -- shapes and errors ----------------------------------------------------------------------------------------
     def test_output_shapes_and_dtypes(self):
