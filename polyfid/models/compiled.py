@@ -31,7 +31,6 @@ from polyfid.core.torch_files import RefusedLoad, load_weights_only
 from polyfid.data_shards.record import Record, normalize_level
 from polyfid.data_shards.stream.batch import Batch, collate
 from polyfid.models.graph import Graph, build_graph
-from polyfid.models.hipnn import scatter_envsum
 from polyfid.models.model import PolyfidModel
 from polyfid.models.package import LoadedPackage, load_package
 
@@ -50,25 +49,27 @@ def exported_path(package: Path, level: str, dtype: str) -> Path:
 
 
 def _inputs(model: PolyfidModel, batch: Batch) -> tuple[torch.Tensor, ...]:
-    """The program's inputs for `batch`: positions, species, structure index, pairs, cell offsets, (S,) marker."""
+    """The program's inputs for `batch`: positions, species, structure index, pairs, cell offsets, neighbour slots
+    (their width K is data-dependent, so it comes in as a shape), an (S,) marker (the number of structures)."""
     dtype = model.dtype
     pos = batch.positions.to(dtype)
     cell = batch.cell.to(dtype)
     graph = build_graph(pos, batch.batch, batch.n_atoms, model.backbone.cutoff, cell, batch.pbc)
     offsets = torch.einsum("pk,pkx->px", graph.shifts.to(dtype), cell[batch.batch[graph.pair_i]])
     marker = torch.zeros(batch.n_atoms.shape[0], dtype=dtype, device=pos.device)
-    return pos, model.species(batch.numbers), batch.batch, graph.pair_i, graph.pair_j, offsets, marker
+    slots = graph.neighbour_slots(pos.shape[0])
+    return pos, model.species(batch.numbers), batch.batch, graph.pair_i, graph.pair_j, offsets, slots, marker
 
 
 def _energy_forces(model: PolyfidModel, index: int):
     """f(inputs) -> (energy (S,) float64, forces (A, 3)) of head `index`, by autograd."""
 
-    def run(pos, species, structure, pair_i, pair_j, offsets, marker):
+    def run(pos, species, structure, pair_i, pair_j, offsets, slots, marker):
         with torch.enable_grad():
             pos = pos.detach().requires_grad_(True)
             vec = pos[pair_j] - pos[pair_i] + offsets
             shifts = torch.zeros_like(offsets, dtype=torch.long)  # folded into offsets already
-            graph = Graph(pair_i, pair_j, vec, torch.sqrt((vec * vec).sum(-1)), shifts)
+            graph = Graph(pair_i, pair_j, vec, torch.sqrt((vec * vec).sum(-1)), shifts, slots)
             e0, net, _ = model.graph_energies(species, graph, structure, marker.shape[0], [index])
             (grad,) = torch.autograd.grad(net[:, 0].sum(), pos)
         return e0[:, 0] + net[:, 0].to(torch.float64), -grad
@@ -83,8 +84,8 @@ class _Program(nn.Module):
         super().__init__()
         self.graph_module = graph_module
 
-    def forward(self, pos, species, structure, pair_i, pair_j, offsets, marker):
-        return self.graph_module(pos, species, structure, pair_i, pair_j, offsets, marker)
+    def forward(self, pos, species, structure, pair_i, pair_j, offsets, slots, marker):
+        return self.graph_module(pos, species, structure, pair_i, pair_j, offsets, slots, marker)
 
 
 def export_head(package: LoadedPackage, level: str, dtype: torch.dtype, example: Batch) -> torch.export.ExportedProgram:
@@ -99,11 +100,11 @@ def export_head(package: LoadedPackage, level: str, dtype: torch.dtype, example:
         p.requires_grad_(False)
     model(example, [model.head_names[index]], compute_forces=False)  # fill cached constants with real tensors
     inputs = _inputs(model, example)
-    with scatter_envsum():
-        traced = make_fx(_energy_forces(model, index), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
-    atoms, pairs = torch.export.Dim("atoms", min=1), torch.export.Dim("pairs", min=0)
+    traced = make_fx(_energy_forces(model, index), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    atoms, pairs, width = (torch.export.Dim(name, min=1) for name in ("atoms", "pairs", "width"))
     structures = torch.export.Dim("structures", min=1)
-    shapes = ({0: atoms}, {0: atoms}, {0: atoms}, {0: pairs}, {0: pairs}, {0: pairs}, {0: structures})
+    shapes = ({0: atoms}, {0: atoms}, {0: atoms}, {0: pairs}, {0: pairs}, {0: pairs}, {0: atoms, 1: width},
+              {0: structures})  # fmt: skip
     return torch.export.export(_Program(traced), inputs, dynamic_shapes=shapes, strict=False)
 
 
@@ -130,8 +131,8 @@ def save_exported(package_path: str | Path, level: str, dtype: str) -> tuple[Pat
     check = example_batch(package.elements, (5, 2, 6))
     energy, forces = ExportedHead(program.module(), package_path, level, dtype)(model, check)
     ref = model(check, [normalize_level(level)])
-    error = {"energy": float((energy - ref.energy[:, 0]).abs().max()),
-             "forces": float((forces - ref.forces[:, 0]).abs().max())}  # fmt: skip
+    error = {"energy": float((energy - ref.energy[:, 0]).abs().max().detach()),
+             "forces": float((forces - ref.forces[:, 0]).abs().max().detach())}  # fmt: skip
     tol = 1e-8 if dtype == "float64" else 1e-3
     if max(error.values()) > tol:
         raise ExportError(f"{package_path}: the exported head differs from eager by {error} (tolerance {tol})")
@@ -153,15 +154,28 @@ def save_exported(package_path: str | Path, level: str, dtype: str) -> tuple[Pat
 
 @dataclass
 class ExportedHead:
-    """A loaded exported head: `__call__(model, batch)` -> (energy (S,) float64, forces (A, 3))."""
+    """A loaded exported head: `__call__(model, batch)` -> (energy (S,) float64, forces (A, 3)). With `uncompiled`
+    set, `module` is its torch.compile wrapper; a compilation that fails falls back to it with one warning."""
 
     module: nn.Module
     path: Path
     level: str
     dtype: str
+    uncompiled: nn.Module | None = None
 
     def __call__(self, model: PolyfidModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.module(*_inputs(model, batch))
+        inputs = _inputs(model, batch)
+        if inputs[3].shape[0] == 0:  # no pairs at all (lone atoms): below the program's shape range, eager is exact
+            out = model(batch, [self.level])
+            return out.energy[:, 0], out.forces[:, 0]
+        if self.uncompiled is not None:
+            try:
+                return self.module(*inputs)
+            except Exception as exc:  # inductor codegen bugs surface at the first call
+                warnings.warn(f"{self.path}: torch.compile failed ({type(exc).__name__}); running the exported "
+                              "program uncompiled", stacklevel=2)  # fmt: skip
+                self.module, self.uncompiled = self.uncompiled, None
+        return self.module(*inputs)
 
 
 def load_exported(package_path: Path, level: str, dtype: str, compile: bool = False) -> ExportedHead | None:
@@ -191,4 +205,6 @@ def load_exported(package_path: Path, level: str, dtype: str, compile: bool = Fa
         warnings.warn(f"{path}: cannot rebuild the exported head, running eager: {exc}", stacklevel=2)
         return None
     module = loaded.module()
-    return ExportedHead(torch.compile(module, dynamic=True) if compile else module, path, expected["level"], dtype)
+    if compile:
+        return ExportedHead(torch.compile(module, dynamic=True), path, expected["level"], dtype, module)
+    return ExportedHead(module, path, expected["level"], dtype)

@@ -25,10 +25,17 @@ class Graph:
     vec: torch.Tensor  # (P, 3) r_j - r_i + shift
     dist: torch.Tensor  # (P,) |vec|
     shifts: torch.Tensor  # (P, 3) long, integer cell shifts (0 for molecules)
+    slots: torch.Tensor | None = None  # (A, K) each atom's pairs padded to K = max neighbours (neighbour_slots)
 
     @property
     def n_pairs(self) -> int:
         return int(self.pair_i.shape[0])
+
+    def neighbour_slots(self, n_atoms: int) -> torch.Tensor:
+        """`slots`, built on first use: every interaction layer of a forward pass shares them."""
+        if self.slots is None:
+            self.slots = neighbour_slots(self.pair_i, n_atoms)
+        return self.slots
 
     @classmethod
     def empty(cls, like: torch.Tensor) -> Graph:
@@ -36,6 +43,21 @@ class Graph:
         idx = torch.zeros(0, dtype=torch.long, device=like.device)
         vec = like.new_zeros(0, 3)
         return cls(idx, idx, vec, like.new_zeros(0), torch.zeros(0, 3, dtype=torch.long, device=like.device))
+
+
+def neighbour_slots(pair_i: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """(A, K) pair index of each centre atom's k-th pair (pairs need not be sorted); `n_pairs` where empty. K is the
+    largest neighbour count (1 with no pairs): data-dependent, so an exported program takes it as an input."""
+    with torch.no_grad():
+        n_pairs = pair_i.shape[0]
+        counts = torch.bincount(pair_i, minlength=n_atoms)
+        width = int(counts.max()) if n_pairs else 1
+        order = torch.argsort(pair_i, stable=True)
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(n_pairs, device=pair_i.device) - start[pair_i[order]]
+        idx = torch.full((n_atoms, width), n_pairs, dtype=torch.long, device=pair_i.device)
+        idx[pair_i[order], slot] = order
+        return idx
 
 
 def _molecule_pairs(

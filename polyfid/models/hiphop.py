@@ -94,7 +94,7 @@ class TensorInteractionLayer(InteractionLayer):
         uj = u.flatten(1).index_select(0, graph.pair_j).view(-1, n_sens, u.shape[2])  # backward: index_add
         g = torch.bmm(sens.unsqueeze(1), uj).squeeze(1)  # (P, F_out)
         y = harmonic_components(graph.vec / graph.dist.unsqueeze(-1), self.l_max)  # (P, K)
-        return envsum(y, g, graph.pair_i, None, n_atoms)
+        return envsum(y, g, graph.pair_i, None, n_atoms, graph.neighbour_slots(n_atoms))
 
     def forward(self, z: torch.Tensor, graph: Graph) -> torch.Tensor:
         inv = self.invariant_fn(self.env_tensors(z, graph).transpose(1, 2)).transpose(1, 2)  # (A, n_inv, F_out)

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from ase import Atoms
 
 from polyfid.cli import main
 from polyfid.models.calculator import PolyfidCalculator
@@ -32,8 +33,11 @@ def test_export_is_used_by_the_calculator_and_matches_eager(exported, capsys):
     eager = PolyfidCalculator(exported, LEVEL, dtype="float64", exported=False)
     assert fast.exported is not None and eager.exported is None
     assert PolyfidCalculator(exported, LEVEL).exported is None  # float32: no float32 export beside it
-    structures = [molecule("CH3OH", 3), molecule("HCOOH", 4)]
+    structures = [molecule("CH3OH", 3), molecule("HCOOH", 4), Atoms("O", [[0, 0, 0]])]  # a lone atom: no pairs
     for a, b in zip(fast.predict(structures), eager.predict(structures), strict=True):
+        assert a["energy"] == pytest.approx(b["energy"], abs=1e-9)
+        np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-9)
+    for a, b in zip(fast.predict(structures, batch_size=1), eager.predict(structures, batch_size=1), strict=True):
         assert a["energy"] == pytest.approx(b["energy"], abs=1e-9)
         np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-9)
     box = water_box()
