@@ -57,7 +57,7 @@ def predict_frames(
     cells = [k for k, a in enumerate(frames) if _periodic(a)]
     molecules = [k for k, a in enumerate(frames) if not _periodic(a)]
     results: dict[int, dict[str, Any]] = {}
-    with tqdm(total=len(frames), unit="frame", desc=f"predict {level}", disable=not show_progress) as bar:
+    with tqdm(total=len(frames), unit="frame", desc=f"predict {level}", disable=None if show_progress else True) as bar:
         for indices, stress in ((molecules, False), (cells, True)):
             out = calc.predict([frames[k] for k in indices], 1 << 30, stress, max_atoms, bar.update)
             results.update(zip(indices, out, strict=True))

@@ -105,6 +105,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     tracker = Tracker(cfg.tracking, cfg.run_dir)
     tags = {**lineage, "polyfid.target_level": cfg.target.level, "polyfid.init": cfg.init}
     tracker.start(cfg.run_dir.name, cfg.model_dump(mode="json"), tags)
+    tracker.log_config(cfg.model_dump(mode="json"))
+    counts = {"train": len(data.train), "fit": len(data.fit), "val": len(data.val), "test": len(data.test)}
+    name = f"{'+'.join(cfg.target.datasets or data.plan.catalog.dataset_names)}@{cfg.target.level}"
+    tracker.log_dataset(name, cfg.target.shard_dirs[0], data.plan.catalog.fingerprint, "training", counts)
     try:
         fit = fit_both(package, cfg, data, log=tracker.log_metrics, show_progress=True)
         model, summary = fit["model"], fit["summary"]
@@ -145,7 +149,12 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             tracker.log_artifact(plot, "plots")
         registration: dict[str, Any] = {"registered_model": None, "version": None, "registration": "disabled"}
         if cfg.tracking.register_model:
-            registration = tracker.register(cfg.registered_name, path, tags, PYFUNC_CODE)
+            fitted = describe_fit(cfg.model_dump(mode="json"), fit["n_train"])
+            origin = lineage.get("polyfid.source_model") or cfg.source or "scratch"
+            rmse = fit["nonlinear"]["energy_rmse"]
+            description = (f"polyfid fine-tune to {cfg.target.level}: {fitted}, from {origin}; test energy RMSE "
+                           f"{rmse:.4f} eV on {len(data.test)} structures")  # fmt: skip
+            registration = tracker.register(cfg.registered_name, path, tags, PYFUNC_CODE, cfg.target.level, description)
     except BaseException:
         tracker.end("FAILED")  # never leave an active MLflow run behind (the next run in this process would fail)
         raise

@@ -75,7 +75,7 @@ def download_registered(source: str, registry_uri: str | None, download_to: Path
     if len(packages) != 1:
         raise SourceError(f"{source} (version {version.version}): expected one package artefact, found {packages}")
     lineage = {"polyfid.source_model": f"{version.name}/{version.version}", "polyfid.source_registry": uri,
-               "polyfid.source_model_run": str(version.run_id)}  # fmt: skip
+               "polyfid.source_mlflow_run": str(version.run_id)}  # fmt: skip
     return packages[0], lineage
 
 
@@ -91,9 +91,9 @@ def load_source(source: str, registry_uri: str | None, download_to: Path) -> tup
     path, lineage = source_path(source, registry_uri, download_to)
     package = load_package(path)
     provenance = package.metadata.get("provenance", {})
-    lineage |= {"polyfid.source_package": str(path),
-                "polyfid.source_mlflow_run": str(provenance.get("mlflow_run_id")),
-                "polyfid.source_data_manifest_sha256": str(provenance.get("data_manifest_sha256"))}  # fmt: skip
+    found = {"polyfid.source_package": str(path), "polyfid.source_mlflow_run": provenance.get("mlflow_run_id"),
+             "polyfid.source_data_manifest_sha256": provenance.get("data_manifest_sha256")}  # fmt: skip
+    lineage |= {k: str(v) for k, v in found.items() if v is not None and k not in lineage}  # one tag per fact
     return package, lineage
 
 

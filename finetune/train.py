@@ -308,7 +308,9 @@ def finetune(
     schedule.observe(best)
     if log is not None:
         log({f"val/{k}": v for k, v in step0.items()}, 0)
-    bar = tqdm(total=budget, desc=f"finetune {level}", unit="step", disable=not show_progress, leave=False)
+    bar = tqdm(
+        total=budget, desc=f"finetune {level}", unit="step", disable=None if show_progress else True, leave=False
+    )  # fmt: skip  (None: shown on a terminal only, never flooding a log file)
     bar.set_postfix_str(f"epoch 0, val E RMSE {best:.4f} eV")
     while step < budget and not schedule.state.stop:
         order = derive_rng(cfg.seed, epochs, "finetune-epoch").permutation(len(data.fit))

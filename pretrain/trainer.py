@@ -94,6 +94,9 @@ class Trainer:
         atomic_write_bytes(self.run_dir / "workers" / f"rank-{self.ctx.rank}.json", json.dumps(where).encode())
         self._restore()
         self.tracker.start(self.run_dir.name, cfg.model_dump(mode="json"), self._lineage())
+        for folder, manifest in self.catalog.folders.items():  # the training data, as MLflow dataset inputs
+            counts = {f"{ds}/{split}": n for (ds, split), n in self.catalog.samples.items() if ds in manifest.datasets}
+            self.tracker.log_dataset(folder.name, folder, manifest.build_fingerprint, "training", counts)
         if self.step == 0:
             self._validate()  # the untrained model: the learning curve's first point
         previous = self._install_sigterm()
@@ -376,7 +379,10 @@ class Trainer:
         self.tracker.log_artifact(self.run_dir / "config.resolved.yaml", "config")
         registration: dict[str, Any] = {"registered_model": None, "version": None, "registration": "disabled"}
         if self.cfg.tracking.registered_model and self.cfg.tracking.register_model:
-            registration = self.tracker.register(self.cfg.tracking.registered_model, path, self._lineage(), PYFUNC_CODE)
+            description = (f"polyfid {self.cfg.strategy.kind} pretraining, heads {', '.join(self.levels)}, step "
+                           f"{exported_step}, data manifests sha256 {self.catalog.fingerprint[:12]}")  # fmt: skip
+            registration = self.tracker.register(self.cfg.tracking.registered_model, path, self._lineage(),
+                                                 PYFUNC_CODE, self.levels[0], description)  # fmt: skip
         return {"package": str(path), "exported_step": exported_step, **registration}
 
     # ----- signals -----

@@ -26,6 +26,7 @@ from polyfid.core.plots import pyplot, save_figure
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_AFTER_S = 60.0  # after a tracking failure, MLflow is not called again for this long
+CHAMPION = "champion"  # the registry alias of the newest accepted version of a model
 
 
 class TrackingSection(Section):
@@ -146,32 +147,78 @@ class Tracker:
             clean = {k.replace("(", "_").replace(")", "_").replace("*", "star"): v for k, v in metrics.items()}
             self._call("log metrics", lambda: mlflow.log_metrics(clean, step=step))
 
+    def log_dataset(self, name: str, source: Path, digest: str, context: str, counts: dict[str, int]) -> None:
+        """The data a run trained on as an MLflow dataset input (name, source folder, the manifests' sha256) with
+        its counts as input tags, so the run page and lineage queries show it."""
+        if not self.online:
+            return
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        def _log() -> None:
+            with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local folder
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
+                found = resolve_dataset_source(str(Path(source).resolve()))
+            dataset = MetaDataset(found, name=name, digest=digest[:36])
+            mlflow.log_input(dataset, context=context, tags={k: str(v) for k, v in counts.items()})
+
+        self._call(f"log dataset {name}", _log)
+
+    def log_config(self, config: dict[str, Any], name: str = "config.resolved.yaml") -> None:
+        """The resolved config (every key, defaults filled in) as a YAML artefact of the run."""
+        if self.online:
+            import mlflow
+
+            self._call("log config", lambda: mlflow.log_dict(config, f"config/{name}"))
+
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         if self.online:
             import mlflow
 
             self._call(f"log artifact {path}", lambda: mlflow.log_artifact(str(path), folder))
 
-    def register(self, name: str, package: Path, tags: dict[str, str], python_model: Path) -> dict[str, Any]:
+    def register(
+        self,
+        name: str,
+        package: Path,
+        tags: dict[str, str],
+        python_model: Path,
+        level: str,
+        description: str,
+        alias: str | None = CHAMPION,
+    ) -> dict[str, Any]:
         """Log `package` as an MLflow pyfunc model ("models from code": `python_model` is the code file, nothing
-        pickled; the package is its artefact `package`) and register it as a new version of model `name` with
-        `tags`. Returns `registered_model`, `version` and `registration` ("registered", or "failed" with
-        `registration_error`). Load it with `mlflow.pyfunc.load_model("models:/<name>/<version>")`."""
+        pickled; the package is its artefact `package`) with a signature (structures in, energy and forces out, the
+        head as the required `level` param) and an input example (a water molecule at `level`, the fitted head), and register it
+        as a new version of model `name` with `tags` and `description`; `alias` (default "champion") then names
+        this newest accepted version. Returns `registered_model`, `version` and `registration` ("registered", or
+        "failed" with `registration_error`). Load it with `mlflow.pyfunc.load_model("models:/<name>@champion")`
+        after `mlflow.set_tracking_uri(<store>)`."""
         if not self.online:
             return self._registration(name, None, self.failure or "the MLflow run never started")
         import mlflow
+        import pandas as pd
         from mlflow import MlflowClient
         from mlflow.models import ModelSignature
-        from mlflow.types import ParamSchema, ParamSpec
+        from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+        from mlflow.types.schema import Array
 
-        # predict(..., params={"level": ...}); "" means the newest head
-        signature = ModelSignature(params=ParamSchema([ParamSpec("level", "string", "")]))
+        signature = ModelSignature(
+            inputs=Schema([ColSpec(Array("long"), "numbers"), ColSpec(Array(Array("double")), "positions"),
+                           ColSpec(Array(Array("double")), "cell", required=False)]),
+            outputs=Schema([ColSpec("double", "energy"), ColSpec(Array(Array("double")), "forces")]),
+            params=ParamSchema([ParamSpec("level", "string", "")]),  # no default head: predict refuses ""
+        )  # fmt: skip
+        water = [[0.0, 0.0, 0.119], [0.0, 0.763, -0.477], [0.0, -0.763, -0.477]]
+        water = pd.DataFrame({"numbers": [[8, 1, 1]], "positions": [water]})
 
         def _register() -> str:
-            with warnings.catch_warnings():  # MLflow's advice on type hints and input examples does not apply
+            with warnings.catch_warnings():  # MLflow's advice on type hints does not apply
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
                 info = mlflow.pyfunc.log_model(
                     signature=signature,
+                    input_example=(water, {"level": level}),
                     name="model",
                     python_model=str(python_model),
                     artifacts={"package": str(package)},
@@ -182,6 +229,9 @@ class Tracker:
             client = MlflowClient(self.uri)
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
+            client.update_model_version(name, version, description=description)
+            if alias:
+                client.set_registered_model_alias(name, alias, version)
             return version
 
         return self._registration(name, self._call(f"register {name}", _register), self.failure)

@@ -1,6 +1,7 @@
 """The MLflow pyfunc face of a polyfid model package ("models from code": nothing is pickled).
 
-`mlflow.pyfunc.load_model(uri).predict(df, params={"level": ...})`: one row per structure with columns
+`mlflow.pyfunc.load_model(uri).predict(df, params={"level": ...})` (the level is required: there is no default
+head): one row per structure with columns
 `numbers` (atomic numbers), `positions` (Angstrom, n x 3) and optional `cell` (3 x 3, periodic when given);
 returns `energy` (eV) and `forces` (eV/A, n x 3) per row. The package itself is the artefact `package`, so the
 registered version also loads into the ASE calculator (`PolyfidCalculator`).
@@ -27,7 +28,9 @@ class PolyfidPyfunc(mlflow.pyfunc.PythonModel):
         import pandas as pd
         from ase import Atoms
 
-        level = (params or {}).get("level") or self.package.heads[-1]  # default: the newest head
+        level = (params or {}).get("level")
+        if not level:  # never a silent default head: a level of theory is a choice
+            raise ValueError(f"predict needs params={{'level': ...}}, one of the heads {self.package.heads}")
         calc = self.calculator_cls(self.package, level=level)
         rows = []
         for _, row in model_input.iterrows():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from polyfid.core.tracking import Tracker, TrackingSection, plot_learning_curves, read_metrics
 from polyfid.models.package import PYFUNC_CODE
+from tests.models.test_package import PACKAGE_V1_0
 
 
 def test_local_sqlite_run_metrics_artifact_and_registry(tmp_path):
@@ -14,19 +17,25 @@ def test_local_sqlite_run_metrics_artifact_and_registry(tmp_path):
     assert t.online
     t.log_metrics({"train/loss": 1.0, "val/gfn2-xtb/forces_mae": 0.5}, step=1)
     t.log_metrics({"train/loss": 0.5, "val/gfn2-xtb/forces_mae": 0.25}, step=2)
-    (tmp_path / "model.pt").write_bytes(b"weights")
-    t.log_artifact(tmp_path / "model.pt", "package")
-    assert (
-        t.register("polyfid-test", tmp_path / "model.pt", {"polyfid.git_commit": "abc"}, PYFUNC_CODE)["version"] == "1"
-    )
-    assert t.register("polyfid-test", tmp_path / "model.pt", {}, PYFUNC_CODE)["version"] == "2"
+    model = shutil.copy(PACKAGE_V1_0, tmp_path / "model.pt")
+    t.log_artifact(model, "package")
+    t.log_dataset("demo", tmp_path, "ab" * 32, "training", {"train": 10})
+    t.log_config({"lr": 1e-3, "target": {"level": "x"}})
+    first = t.register("polyfid-test", model, {"polyfid.git_commit": "abc"}, PYFUNC_CODE, "gfn2-xtb", "first")
+    assert first["version"] == "1"
+    assert t.register("polyfid-test", model, {}, PYFUNC_CODE, "gfn2-xtb", "second")["version"] == "2"
     t.end()
     from mlflow import MlflowClient
 
     client = MlflowClient(t.uri)
-    assert client.get_run(t.run_id).data.metrics["train/loss"] == 0.5
+    run = client.get_run(t.run_id)
+    assert run.data.metrics["train/loss"] == 0.5
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "demo" and {x.key: x.value for x in dataset.tags}["train"] == "10"
+    assert "config/config.resolved.yaml" in [a.path for a in client.list_artifacts(t.run_id, "config")]
     version = client.get_model_version("polyfid-test", "1")
-    assert version.run_id == t.run_id and version.tags["polyfid.git_commit"] == "abc"
+    assert version.run_id == t.run_id and version.tags["polyfid.git_commit"] == "abc" and version.description == "first"
+    assert str(client.get_model_version_by_alias("polyfid-test", "champion").version) == "2"  # the newest accepted
     png = plot_learning_curves(t.metrics_path, tmp_path / "curves.png")
     assert png.stat().st_size > 1000
     # a resumed run reopens the same MLflow run
@@ -44,7 +53,7 @@ def test_server_down_warns_and_keeps_local_logs(tmp_path, monkeypatch):
         t.start("run", {}, {})
     assert not t.online
     t.log_metrics({"train/loss": 1.0}, step=1)
-    registration = t.register("x", tmp_path / "model.pt", {}, PYFUNC_CODE)
+    registration = t.register("x", tmp_path / "model.pt", {}, PYFUNC_CODE, "gfn2-xtb", "")
     assert registration["version"] is None and registration["registration"] == "failed"
     assert "start run" in registration["registration_error"] and "127.0.0.1:9" in t.failure
     t.end()

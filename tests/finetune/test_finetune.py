@@ -98,7 +98,13 @@ def test_cli_run_reports_linear_baseline_and_registers(source, demo_shards, tmp_
     uri = "models:/polyfid-mp2-cc-pvdz/1"
     ethanol = molecule("CH3CH2OH")
     frame = pd.DataFrame({"numbers": [ethanol.numbers.tolist()], "positions": [ethanol.positions.tolist()]})
-    predicted = mlflow.pyfunc.load_model(uri).predict(frame, params={"level": LEVEL})
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    predicted = pyfunc.predict(frame, params={"level": LEVEL})
+    with pytest.raises(Exception, match="needs params"):  # no silent default head
+        pyfunc.predict(frame)
+    version = mlflow.MlflowClient().get_model_version_by_alias("polyfid-mp2-cc-pvdz", "champion")
+    assert str(version.version) == "1" and "test energy RMSE" in version.description
+    assert pyfunc.metadata.get_input_schema() is not None  # the signature names the structure columns
     folder = Path(mlflow.artifacts.download_artifacts(uri))
     ethanol.calc = PolyfidCalculator(next(folder.rglob("polyfid-finetuned.pt")), level=LEVEL)
     assert predicted["energy"][0] == pytest.approx(ethanol.get_potential_energy(), abs=1e-6)

@@ -59,7 +59,7 @@ def test_finetune_from_a_registry_uri_on_a_server(server, demo_shards, tmp_path,
     path, _ = small_package(demo_shards, ("gfn2-xtb",), tmp_path / "src" / "model.pt")
     tracker = Tracker(TrackingSection(mlflow_uri=server, experiment="pretrain", system_metrics=False), tmp_path / "src")
     tracker.start("pretrain", {}, {})
-    assert tracker.register("polyfid-pretrained", path, {}, PYFUNC_CODE)["version"] == "1"
+    assert tracker.register("polyfid-pretrained", path, {}, PYFUNC_CODE, "gfn2-xtb", "pretrained")["version"] == "1"
     tracker.end()
     MlflowClient(server).set_registered_model_alias("polyfid-pretrained", "champion", "1")
 

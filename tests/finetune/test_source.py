@@ -14,16 +14,17 @@ from tests.finetune.packages import small_package
 
 @pytest.fixture(scope="module")
 def registry(demo_shards, tmp_path_factory):
-    """A sqlite MLflow store with two registered versions of a small package (version 2 aliased `champion`)."""
+    """A sqlite MLflow store with two registered versions of a small package (the newest, 2, is `champion`)."""
     from mlflow import MlflowClient
 
     root = tmp_path_factory.mktemp("registry")
     path, _ = small_package(demo_shards, ("gfn2-xtb",), root / "pkg" / "model.pt")
     tracker = Tracker(TrackingSection(experiment="src", system_metrics=False), root)
     tracker.start("src", {}, {})
-    assert [tracker.register("polyfid-src", path, {"k": "v"}, PYFUNC_CODE)["version"] for _ in range(2)] == ["1", "2"]
+    versions = [tracker.register("polyfid-src", path, {"k": "v"}, PYFUNC_CODE, "gfn2-xtb", "src") for _ in range(2)]
+    assert [v["version"] for v in versions] == ["1", "2"]
     tracker.end()
-    MlflowClient(tracker.uri).set_registered_model_alias("polyfid-src", "champion", "2")
+    assert str(MlflowClient(tracker.uri).get_model_version_by_alias("polyfid-src", "champion").version) == "2"
     return tracker.uri, path
 
 
