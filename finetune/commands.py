@@ -113,16 +113,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     pred = predict(model, args.data, args.level, tuple(args.split), args.datasets)
     evaluation = score(pred, args.level)
     result = evaluation.as_dict()
-    if args.plots:
-        result["parity_plot"] = str(parity_plot(pred, evaluation, args.plots / "parity.png"))
+    title = Path(args.model).name if not args.model.startswith("models:/") else args.model
+    if args.plots:  # the names a fine-tune run gives the same plots: one file per plot, never two
+        parity = args.plots / f"parity_{'+'.join(args.split)}.png"
+        result["parity_plot"] = str(parity_plot(pred, evaluation, parity, title))
     if args.scan:
         plot = args.plots / "scan.png" if args.plots else None
-        result["scan"] = score_scan(model, args.data, args.level, args.scan, plot)
+        result["scan"] = score_scan(model, args.data, args.level, args.scan, plot, title)
     if args.json:
         print(json.dumps(result, indent=1))
-    else:
-        for key, value in result.items():
-            print(f"{key:>24}: {value}")
+        return 0
+    print("\n".join(evaluation.lines()))
+    if args.scan:
+        s = result["scan"]
+        print(f"scan {s['dataset']}: {s['points']} points, energy RMSE {1e3 * s['energy_rmse']:.1f} meV, roughness "
+              f"{s['roughness_ratio']:.2f}x the reference's")  # fmt: skip
+    for name in ("parity_plot",):
+        if name in result:
+            print(f"plot: {result[name]}")
+    if args.scan and "plot" in result["scan"]:
+        print(f"plot: {result['scan']['plot']}")
     return 0
 
 

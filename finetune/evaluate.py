@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
 from polyfid.core.errors import ConfigError
 from polyfid.core.plots import pyplot, save_figure
 from polyfid.data_shards.errors import PolyfidDataError
 from polyfid.data_shards.stream import Batch, StreamConfig, StreamPlan, make_dataloader
+from polyfid.finetune.scan_coordinate import scan_coordinate
 from polyfid.models import PolyfidModel
 
 SPLITS = ("train", "val", "test")
@@ -27,6 +29,7 @@ class Predictions:
     n_atoms: list[int] = field(default_factory=list)
     energy_ref: list[float] = field(default_factory=list)
     energy_pred: list[float] = field(default_factory=list)
+    geometries: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (numbers, positions) per energy
     numbers: list[np.ndarray] = field(default_factory=list)  # atoms of structures with force labels
     forces_ref: list[np.ndarray] = field(default_factory=list)
     forces_pred: list[np.ndarray] = field(default_factory=list)
@@ -38,6 +41,8 @@ class Predictions:
             self.n_atoms.append(int(batch.n_atoms[s]))
             self.energy_ref.append(float(batch.energy[s, level_index]))
             self.energy_pred.append(float(energy[s]))
+            atoms = batch.batch == s
+            self.geometries.append((batch.numbers[atoms].numpy(), batch.positions[atoms].double().numpy()))
         if forces is not None:
             atoms = batch.forces_mask[batch.batch, level_index]
             self.numbers.append(batch.numbers[atoms].numpy())
@@ -55,10 +60,22 @@ class Evaluation:
     energy_mae_per_atom: float | None  # eV/atom
     forces_mae: float | None  # eV/A, over components
     forces_rmse: float | None
-    forces_mae_per_element: dict[str, float]
+    forces_mae_per_element: dict[str, float]  # element symbol -> eV/A
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The evaluation as rounded, labelled lines (meV, meV/A) for a terminal."""
+        out = [f"level {self.level}: {self.n_energies} structures, {self.n_force_atoms} atoms with forces"]
+        if self.energy_mae is not None:
+            out.append(f"energy MAE {1e3 * self.energy_mae:.1f} meV, RMSE {1e3 * self.energy_rmse:.1f} meV, "
+                       f"MAE per atom {1e3 * self.energy_mae_per_atom:.2f} meV/atom")  # fmt: skip
+        if self.forces_mae is not None:
+            per = ", ".join(f"{e} {1e3 * v:.1f}" for e, v in self.forces_mae_per_element.items())
+            out.append(f"forces MAE {1e3 * self.forces_mae:.1f} meV/A, RMSE {1e3 * self.forces_rmse:.1f} meV/A "
+                       f"(per element: {per})")  # fmt: skip
+        return out
 
 
 def predict(
@@ -124,7 +141,7 @@ def score(pred: Predictions, level: str) -> Evaluation:
         z = np.concatenate(pred.numbers)
         n_force_atoms = len(z)
         f_mae, f_rmse = float(np.abs(df).mean()), float(np.sqrt((df**2).mean()))
-        per_element = {str(int(e)): float(np.abs(df[z == e]).mean()) for e in np.unique(z)}
+        per_element = {chemical_symbols[int(e)]: float(np.abs(df[z == e]).mean()) for e in np.unique(z)}
     return Evaluation(
         level=level,
         n_energies=len(de),
@@ -161,43 +178,52 @@ def scan_roughness(pred: Predictions) -> dict[str, float]:
     return {"roughness_model": r_pred, "roughness_reference": r_ref, "roughness_ratio": r_pred / max(r_ref, 1e-12)}
 
 
-def parity_plot(pred: Predictions, ev: Evaluation, path: Path) -> Path:
-    """Energy (relative to the reference mean) and force-component parity plots as one PNG."""
+def parity_plot(pred: Predictions, ev: Evaluation, path: Path, title: str = "") -> Path:
+    """Energy (relative to the reference mean) and force-component parity plots as one PNG, titled with the run
+    (`title`), the level, N and the errors."""
     plt = pyplot()
     panels = 2 if pred.forces_ref else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5), squeeze=False)
     e_ref, e_pred = np.array(pred.energy_ref), np.array(pred.energy_pred)
     shift = e_ref.mean() if len(e_ref) else 0.0
-    series = [(axes[0, 0], e_ref - shift, e_pred - shift, "energy - mean(ref) (eV)", ev.energy_mae, "eV")]
+    series = [(axes[0, 0], e_ref - shift, e_pred - shift, "energy - mean(ref) (eV)", ev.energy_mae, ev.energy_rmse,
+               "eV", f"{ev.n_energies} structures")]  # fmt: skip
     if pred.forces_ref:
         f_ref, f_pred = np.concatenate(pred.forces_ref).ravel(), np.concatenate(pred.forces_pred).ravel()
-        series.append((axes[0, 1], f_ref, f_pred, "force component (eV/A)", ev.forces_mae, "eV/A"))
-    for ax, ref, model, label, mae, unit in series:
+        series.append((axes[0, 1], f_ref, f_pred, "force component (eV/A)", ev.forces_mae, ev.forces_rmse, "eV/A",
+                       f"{ev.n_force_atoms} atoms"))  # fmt: skip
+    fig.suptitle(f"{title + ': ' if title else ''}{ev.level}, test on {ev.n_energies} structures")
+    for ax, ref, model, label, mae, rmse, unit, n in series:
         ax.scatter(ref, model, s=4, alpha=0.5)
         lo, hi = (float(min(ref.min(), model.min())), float(max(ref.max(), model.max()))) if len(ref) else (0, 1)
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel(f"reference {label}")
         ax.set_ylabel(f"model {label}")
-        ax.set_title(f"{ev.level}: MAE {mae:.4g} {unit}" if mae is not None else ev.level)
+        ax.set_title(f"N = {n}: MAE {mae:.4g}, RMSE {rmse:.4g} {unit}" if mae is not None else ev.level)
     return save_figure(fig, path)
 
 
-def scan_plot(pred: Predictions, level: str, path: Path) -> Path:
-    """Model and reference energies along a scan (records in id order), both relative to their minimum."""
+def scan_plot(pred: Predictions, level: str, path: Path, title: str = "") -> Path:
+    """Model and reference energies along a scan (records in id order), both relative to their minimum, against the
+    coordinate the scan drives (a dihedral in degrees, a bond in Angstrom; point numbers if none is found)."""
     plt = pyplot()
     order = scan_order(pred)
     e_ref, e_pred = np.array(pred.energy_ref)[order], np.array(pred.energy_pred)[order]
+    coordinate = scan_coordinate(pred.geometries[order[0]][0], [pred.geometries[k][1] for k in order])
+    x = coordinate.values if coordinate else np.arange(len(order))
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(e_ref - e_ref.min(), "k-o", ms=3, label=f"reference ({level})")
-    ax.plot(e_pred - e_pred.min(), "r-s", ms=3, label="model")
-    ax.set_xlabel("scan point")
+    ax.plot(x, e_ref - e_ref.min(), "k-o", ms=3, label=f"reference ({level})")
+    ax.plot(x, e_pred - e_pred.min(), "r-s", ms=3, label="model")
+    ax.set_xlabel(coordinate.label if coordinate else "scan point")
     ax.set_ylabel("energy - min (eV)")
+    rmse = float(np.sqrt((((e_pred - e_pred.min()) - (e_ref - e_ref.min())) ** 2).mean()))
+    ax.set_title(f"{title + ': ' if title else ''}scan at {level}, {len(order)} points, RMSE {rmse * 1e3:.0f} meV")
     ax.legend()
     return save_figure(fig, path)
 
 
 def score_scan(
-    model: PolyfidModel, shard_dirs: list[Path], level: str, dataset: str, plot: Path | None = None
+    model: PolyfidModel, shard_dirs: list[Path], level: str, dataset: str, plot: Path | None = None, title: str = ""
 ) -> dict[str, Any]:
     """A dataset read as a scan (all splits, record order): roughness vs the reference, energy/force errors along
     it, and (with `plot`) the scan plot."""
@@ -206,5 +232,5 @@ def score_scan(
     result = {"dataset": dataset, "points": len(scan.ids), **scan_roughness(scan),
               "energy_rmse": errors.energy_rmse, "forces_mae": errors.forces_mae}  # fmt: skip
     if plot is not None:
-        result["plot"] = str(scan_plot(scan, level, plot))
+        result["plot"] = str(scan_plot(scan, level, plot, title))
     return result

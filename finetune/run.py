@@ -116,16 +116,16 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         lineage_meta = {"source": lineage, "source_provenance": provenance, "config": cfg.model_dump(mode="json")}
         path = save_package(cfg.run_dir / "model" / PACKAGE_NAME, model, provenance=lineage_meta)
         pred = predict(model, cfg.target.shard_dirs, cfg.target.level, ("test",), cfg.target.datasets)
-        plots = [parity_plot(pred, score(pred, cfg.target.level), cfg.run_dir / "plots" / "parity_test.png")]
+        title = cfg.run_dir.name
+        plots = [parity_plot(pred, score(pred, cfg.target.level), cfg.run_dir / "plots" / "parity_test.png", title)]
         test_metrics = {f"test/nonlinear/{k}": v for k, v in fit["nonlinear"].items()}
         test_metrics.update({f"test/linear/{k}": v for k, v in fit["linear"].items() if v is not None})
         trivial = trivial_baselines(data, cfg.baseline_level)
         test_metrics.update({f"test/trivial/{name}/{k}": v for name, m in trivial.items() for k, v in m.items()})
         scan = None
         if cfg.scan:
-            scan = score_scan(
-                model, cfg.target.shard_dirs, cfg.target.level, cfg.scan, cfg.run_dir / "plots" / "scan.png"
-            )
+            plot = cfg.run_dir / "plots" / "scan.png"
+            scan = score_scan(model, cfg.target.shard_dirs, cfg.target.level, cfg.scan, plot, title)
             plots.append(Path(scan["plot"]))
             test_metrics.update({f"scan/{k}": v for k, v in scan.items() if isinstance(v, float)})
         committee = None

@@ -190,11 +190,11 @@ class Tracker:
     ) -> dict[str, Any]:
         """Log `package` as an MLflow pyfunc model ("models from code": `python_model` is the code file, nothing
         pickled; the package is its artefact `package`) with a signature (structures in, energy and forces out, the
-        head as the required `level` param) and an input example (a water molecule at `level`, the fitted head), and register it
-        as a new version of model `name` with `tags` and `description`; `alias` (default "champion") then names
-        this newest accepted version. Returns `registered_model`, `version` and `registration` ("registered", or
-        "failed" with `registration_error`). Load it with `mlflow.pyfunc.load_model("models:/<name>@champion")`
-        after `mlflow.set_tracking_uri(<store>)`."""
+        head as the required `level` param) and an input example (a water molecule at `level`, the fitted head),
+        and register it as a new version of model `name` with `tags` and `description`; `alias` (default
+        "champion") then names this newest accepted version. Returns `registered_model`, `version` and
+        `registration` ("registered", or "failed" with `registration_error`). Load it with
+        `mlflow.pyfunc.load_model("models:/<name>@champion")` after `mlflow.set_tracking_uri(<store>)`."""
         if not self.online:
             return self._registration(name, None, self.failure or "the MLflow run never started")
         import mlflow

@@ -38,7 +38,7 @@ def test_scores_match_a_direct_computation(demo_shards, package):
     assert ev.n_energies == n > 0 and ev.n_force_atoms == df.shape[0] > 0
     assert ev.energy_mae == pytest.approx(float(de.abs().mean()), rel=1e-9)
     assert ev.forces_rmse == pytest.approx(float(df.pow(2).mean().sqrt()), rel=1e-6)
-    assert set(ev.forces_mae_per_element) == {"1", "6", "8"}  # ethanol and its scan: H, C, O
+    assert set(ev.forces_mae_per_element) == {"H", "C", "O"}  # ethanol and its scan
 
 
 def test_scan_roughness_orders_points_and_is_one_for_a_perfect_model():
@@ -63,5 +63,9 @@ def test_cli_json_plots_and_scan(demo_shards, package, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["level"] == LEVEL and result["forces_mae"] > 0
     assert result["scan"]["points"] == 36 and result["scan"]["roughness_ratio"] > 0
-    assert (tmp_path / "parity.png").stat().st_size > 1000 and (tmp_path / "scan.png").stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parity_val+test.png", "scan.png"]  # one file per plot
+    assert (tmp_path / "scan.png").stat().st_size > 1000
+    assert main(argv[:-1]) == 0  # the terminal form: rounded, labelled, element symbols
+    out = capsys.readouterr().out
+    assert "forces MAE" in out and "meV/A (per element: H " in out and "roughness" in out
     assert main(["evaluate", "--model", str(path), "--data", str(demo_shards), "--level", "nope"]) == 2
