@@ -182,25 +182,30 @@ class _WarningsTail:
 def _follow(run_dir: Path, max_steps: int, thread: threading.Thread, show: bool) -> None:
     """Progress bar (steps, atoms/s, loss, ETA) from rank 0's progress file until training ends; rank 0's
     warnings are printed as they come."""
-    resumed, started = None, False
+    resumed, started, shown = None, False, None
     tail = _WarningsTail(run_dir / WARNINGS_FILE)
-    with tqdm(total=max_steps, desc="pretrain", disable=not show, unit="step") as bar:
-        while thread.is_alive():
-            thread.join(timeout=1.0)
-            tail.poll()
-            info = _read_json(run_dir / "progress.json")
-            if info.get("resumed_from") not in (None, resumed):
-                resumed = info["resumed_from"]
-                tqdm.write(f"polyfid: workers resumed from the checkpoint of step {resumed}")
-            if "step" in info:
-                if not started:  # rate and ETA from the first report on, not from Ray's start-up
-                    bar.reset(total=max_steps)
-                    bar.initial = int(info["step"])
-                    started = True
-                bar.n = int(info["step"])
-                if "perf/atoms_per_s" in info:
-                    bar.set_postfix_str(f"loss {info['train/loss']:.4g}, {info['perf/atoms_per_s']:.0f} atoms/s")
-                bar.refresh()
+    bar = tqdm(total=max_steps, desc="pretrain", disable=not show, unit="step")
+    while thread.is_alive():
+        thread.join(timeout=1.0)
+        tail.poll()
+        info = _read_json(run_dir / "progress.json")
+        if info.get("resumed_from") not in (None, resumed):
+            resumed = info["resumed_from"]
+            tqdm.write(f"polyfid: workers resumed from the checkpoint of step {resumed}")
+        if "step" not in info or bar.disable:
+            continue
+        if not started:  # rate and ETA from the first report on, not from Ray's start-up
+            bar.reset(total=max_steps)
+            bar.initial = int(info["step"])
+            started = True
+        if int(info["step"]) != shown:  # one line per new step report, never a repeat of the same one
+            shown = bar.n = int(info["step"])
+            if "perf/atoms_per_s" in info:
+                bar.set_postfix_str(f"loss {info['train/loss']:.4g}, {info['perf/atoms_per_s']:.0f} atoms/s")
+            bar.refresh()
+        if shown >= max_steps or info.get("status", "running") != "running":
+            bar.close()  # training is over: export and registration follow, the bar stops here
+    bar.close()
     tail.poll()
 
 
