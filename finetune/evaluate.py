@@ -211,13 +211,14 @@ def scan_plot(pred: Predictions, level: str, path: Path, title: str = "") -> Pat
     e_ref, e_pred = np.array(pred.energy_ref)[order], np.array(pred.energy_pred)[order]
     coordinate = scan_coordinate(pred.geometries[order[0]][0], [pred.geometries[k][1] for k in order])
     x = coordinate.values if coordinate else np.arange(len(order))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(x, e_ref - e_ref.min(), "k-o", ms=3, label=f"reference ({level})")
     ax.plot(x, e_pred - e_pred.min(), "r-s", ms=3, label="model")
     ax.set_xlabel(coordinate.label if coordinate else "scan point")
     ax.set_ylabel("energy - min (eV)")
     rmse = float(np.sqrt((((e_pred - e_pred.min()) - (e_ref - e_ref.min())) ** 2).mean()))
-    ax.set_title(f"{title + ': ' if title else ''}scan at {level}, {len(order)} points, RMSE {rmse * 1e3:.0f} meV")
+    ax.set_title(f"{title + chr(10) if title else ''}scan at {level}: {len(order)} points, "
+                 f"relative-energy RMSE {rmse * 1e3:.0f} meV", fontsize=10)  # fmt: skip
     ax.legend()
     return save_figure(fig, path)
 

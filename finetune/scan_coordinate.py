@@ -61,6 +61,7 @@ def scan_coordinate(numbers: np.ndarray, frames: Sequence[np.ndarray]) -> ScanCo
         for a in neighbours[b] - {c}:
             for d in neighbours[c] - {b, a}:
                 values = np.degrees(np.unwrap(np.radians(_dihedral(p, a, b, c, d))))
+                values -= 360.0 * np.round(values.mean() / 360.0)  # the turn nearest zero: e.g. -110..240, not -470
                 spread = float(np.ptp(values))
                 if spread >= MIN_DIHEDRAL_RANGE and (best is None or spread > best[0]):
                     best = (spread, values, f"{name(a, b, c, d)} dihedral (degrees)")

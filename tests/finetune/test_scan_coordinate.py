@@ -19,6 +19,7 @@ def test_torsion_scan_reads_in_degrees():
     assert found is not None and found.label.endswith("dihedral (degrees)") and "H3" in found.label
     assert np.ptp(found.values) == np.ptp(np.arange(0, 360, 30))  # unwrapped: 0..330, no jump at 180
     assert np.allclose(np.diff(found.values), 30) or np.allclose(np.diff(found.values), -30)
+    assert abs(found.values.mean()) <= 180  # shown on the turn nearest zero
 
 
 def test_stretch_scan_reads_in_angstrom_and_static_frames_have_none():
