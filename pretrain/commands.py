@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--launcher", choices=("ray", "torchrun"), default="ray",
                    help="ray: this process drives Ray Train workers; torchrun: this process is one rank")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the full result (as result.json holds it)")
     p.set_defaults(func=_pretrain)
 
 
@@ -41,6 +42,13 @@ def _pretrain(args: argparse.Namespace) -> int:
         print(f"polyfid: training aborted: {exc}", file=sys.stderr)
         return 1
     if result:
-        print(json.dumps(result, indent=1))
+        if args.json:
+            print(json.dumps(result, indent=1))
+        else:
+            registered = (
+                f", registered as {result['registered_model']} v{result['version']}" if result.get("version") else ""
+            )
+            print(f"pretrain {result.get('status')} at step {result.get('step')}: {result.get('package')}{registered}")
+            print(f"  result: {cfg.run_dir / 'result.json'}")
         report_registration(result)
     return 0

@@ -84,6 +84,9 @@ def test_cli_run_reports_linear_baseline_and_registers(source, demo_shards, tmp_
     assert result["test"]["linear"]["energy_rmse"] > 0 and result["test"]["nonlinear"]["forces_mae"] > 0
     assert "trivial baseline gfn2-xtb as-is" in out and result["test"]["trivial"]["E0 only"]["energy_rmse"] > 0
     assert result["registered_model"] == "polyfid-mp2-cc-pvdz" and result["version"] == "1"
+    first = json.loads((cfg.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 0 and first["val/energy_rmse"] == result["step0_val"]["energy_rmse"]  # the kept start
+    assert "result.json" in out and '"status"' not in out  # a short summary; --json prints everything
     package = load_package(result["package"])
     assert package.heads == ["gfn2-xtb", LEVEL]
     assert (cfg.run_dir / "plots" / "parity_test.png").stat().st_size > 1000
