@@ -132,7 +132,7 @@ class PolyfidCalculator(Calculator):
         self.exported = None
         if exported and isinstance(package, str | Path) and len(self.models) == 1 and not self.model.charge_spin:
             name = str(self.model.dtype).removeprefix("torch.")
-            self.exported = load_exported(Path(package), self.level, name, compile)
+            self.exported = load_exported(Path(package), self.level, name, compile, device)
 
     @property
     def heads(self) -> list[str]:

@@ -178,7 +178,9 @@ class ExportedHead:
         return self.module(*inputs)
 
 
-def load_exported(package_path: Path, level: str, dtype: str, compile: bool = False) -> ExportedHead | None:
+def load_exported(
+    package_path: Path, level: str, dtype: str, compile: bool = False, device: str | torch.device = "cpu"
+) -> ExportedHead | None:
     """The exported head beside the package for (level, dtype), or None (no file; a stale, foreign or damaged one
     is skipped with a warning naming it). `compile`: run it through torch.compile (inductor; the first call
     compiles, about a minute on a 2-core CPU)."""
@@ -204,6 +206,10 @@ def load_exported(package_path: Path, level: str, dtype: str, compile: bool = Fa
     except Exception as exc:  # a damaged graph: never fatal, eager is always there
         warnings.warn(f"{path}: cannot rebuild the exported head, running eager: {exc}", stacklevel=2)
         return None
+    if torch.device(device).type != "cpu":  # traced on CPU: constants and device arguments move with the pass
+        from torch.export.passes import move_to_device_pass
+
+        loaded = move_to_device_pass(loaded, torch.device(device))
     module = loaded.module()
     if compile:
         return ExportedHead(torch.compile(module, dynamic=True), path, expected["level"], dtype, module)

@@ -67,3 +67,19 @@ def test_stale_damaged_or_pickled_exports_are_skipped(exported, tmp_path):
         calc = PolyfidCalculator(package, LEVEL, dtype="float64")
     assert calc.exported is None and not marker.exists()  # refused, never run
     assert np.isfinite(calc.get_potential_energy(molecule()))  # eager still works
+
+
+@pytest.mark.gpu
+def test_exported_head_on_cuda_matches_eager(exported):
+    """GPU: the exported program (float64) on CUDA against eager on CUDA (skips without a CUDA device)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    structures = [molecule("CH3OH", 3), molecule("HCOOH", 4)]
+    fast = PolyfidCalculator(exported, LEVEL, device="cuda", dtype="float64")
+    eager = PolyfidCalculator(exported, LEVEL, device="cuda", dtype="float64", exported=False)
+    assert fast.exported is not None
+    for a, b in zip(fast.predict(structures), eager.predict(structures), strict=True):
+        assert a["energy"] == pytest.approx(b["energy"], abs=1e-8)
+        np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-8)
