@@ -40,7 +40,9 @@ class Reptile(Strategy):
         ratios = self.rep.task_ratios
         if ratios is not None and self.rep.task_kind == "level":  # level tasks are named like any level
             ratios = {normalize_level(name): weight for name, weight in ratios.items()}
-        self.task_probs = task_weights(sizes, ratios)
+        if ratios is None and cfg.data.ratios is not None:  # the run's explicit mixing ratios, per task
+            ratios = {t: sum(cfg.data.ratios.get(d, 0.0) for d in ds) for t, ds in self.tasks.items()}
+        self.task_probs = task_weights(sizes, ratios, cfg.data.temperature)
         self.n_outer = cfg.optim.max_steps // self.rep.inner_steps
         self._task = ""
         self._anchor: list[torch.Tensor] = []
@@ -93,8 +95,15 @@ class Reptile(Strategy):
         return {"reptile/eps": eps_at(self.rep, (step - 1) // self.rep.inner_steps, self.n_outer)}
 
 
-def task_weights(task_sizes: Mapping[str, int], ratios: Mapping[str, float] | None) -> dict[str, float]:
-    """Sampling probability per task: the given ratios (every task named) or proportional to train samples."""
+def task_weights(
+    task_sizes: Mapping[str, int], ratios: Mapping[str, float] | None, temperature: float | None = None
+) -> dict[str, float]:
+    """Sampling probability per task: the given ratios (unnamed tasks weigh 0), else train samples^(1/T).
+
+    A Reptile run draws tasks with `strategy.reptile.task_ratios`, else with the run's `data.ratios` summed over each
+    task's datasets (the sampling the user chose for the data: without this, a small dataset such as the only one
+    labelled at some level was almost never the task, and its head barely trained), else by size (`data.temperature`).
+    """
     if ratios is not None:
         unknown = sorted(set(ratios) - set(task_sizes))
         if unknown:
@@ -102,7 +111,7 @@ def task_weights(task_sizes: Mapping[str, int], ratios: Mapping[str, float] | No
                 f"strategy.reptile.task_ratios names unknown tasks {unknown}; tasks: {sorted(task_sizes)}"
             )
         ratios = {t: float(ratios.get(t, 0.0)) for t in task_sizes}
-    return dataset_weights(task_sizes, ratios)
+    return dataset_weights(task_sizes, ratios, temperature)
 
 
 def draw_task(weights: Mapping[str, float], seed: int, outer_step: int) -> str:

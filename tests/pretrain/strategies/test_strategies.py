@@ -42,6 +42,23 @@ def test_each_strategy_plans_its_heads_and_tasks(demo_shards):
     assert plan.task_probs == {"gfn2-xtb": 0.25, "b3lyp/def2-svp": 0.75}
 
 
+def test_reptile_draws_tasks_with_the_runs_data_ratios(demo_shards):
+    """Without task_ratios, dataset tasks follow data.ratios (the demo's 1:1), not dataset size: the small B3LYP
+    subset, the only dataset labelled at that level, is then the task of half the outer steps, not of ~5%."""
+    catalog = ShardCatalog.open([demo_shards])
+    reptile = {"kind": "reptile", "reptile": {"task_kind": "dataset", "inner_steps": 5}}
+    data = {"shard_dirs": [str(demo_shards)], "datasets": ["demo_md_xtb", "demo_dft_subset"]}
+    by_size = build_strategy(_config(demo_shards, strategy=reptile, data=data), catalog)
+    assert by_size.task_probs["demo_dft_subset"] < 0.1
+    mixed = {**data, "ratios": {"demo_md_xtb": 1.0, "demo_dft_subset": 1.0}}
+    plan = build_strategy(_config(demo_shards, strategy=reptile, data=mixed), catalog)
+    assert plan.task_probs == {"demo_dft_subset": 0.5, "demo_md_xtb": 0.5}
+    by_level = {**reptile, "reptile": {"task_kind": "level", "inner_steps": 5}}
+    two = {**mixed, "levels": ["gfn2-xtb", "b3lyp/def2-svp"]}
+    levels = build_strategy(_config(demo_shards, strategy=by_level, data=two), catalog)
+    assert levels.task_probs == {"b3lyp/def2-svp": 1 / 3, "gfn2-xtb": 2 / 3}  # xTB labels both datasets
+
+
 def test_strategy_rules_are_config_errors(demo_shards):
     with pytest.raises(ConfigError, match=r"needs strategy\.level"):
         _config(demo_shards, strategy={"kind": "single"})
