@@ -1,5 +1,6 @@
 """The `polyfid` console script: one subcommand group per layer (`shards`, `pretrain`, `finetune` / `evaluate` /
-`report`) plus `config show`. Every user error (`PolyfidError`) ends as one line on stderr and exit status 2."""
+`report` / `predict` / `export`) plus `config show`. Every user error (`PolyfidError`) ends as one line on stderr
+and exit status 2."""
 
 from __future__ import annotations
 
