@@ -17,10 +17,10 @@ from polyfid.data_shards.record import Record, normalize_level
 from polyfid.data_shards.stream.batch import Batch, collate
 from polyfid.models.compiled import load_exported
 from polyfid.models.heads import UnknownHeadError
+from polyfid.models.hipnn import DTYPES
 from polyfid.models.model import PolyfidModel
 from polyfid.models.package import LoadedPackage, load_members
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STD_PROPERTIES = ("energy_std", "forces_std", "stress_std")  # a committee's spread over its members
 ModelSource = str | Path | LoadedPackage | Sequence[LoadedPackage]
 
@@ -107,7 +107,7 @@ class PolyfidCalculator(Calculator):
     ):
         super().__init__(**kwargs)
         members = load_models(package, device)
-        dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+        dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         device = torch.device(device)
         self.models = [_placed(m.model, device, dtype, copy_first=not isinstance(package, str | Path)) for m in members]
         self.package = members[0]

