@@ -128,9 +128,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         s = result["scan"]
         print(f"scan {s['dataset']}: {s['points']} points, energy RMSE {1e3 * s['energy_rmse']:.1f} meV, roughness "
               f"{s['roughness_ratio']:.2f}x the reference's")  # fmt: skip
-    for name in ("parity_plot",):
-        if name in result:
-            print(f"plot: {result[name]}")
+    if "parity_plot" in result:
+        print(f"plot: {result['parity_plot']}")
     if args.scan and "plot" in result["scan"]:
         print(f"plot: {result['scan']['plot']}")
     return 0

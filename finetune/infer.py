@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from polyfid.core.atomic import atomic_path
 from polyfid.core.errors import PolyfidError
-from polyfid.models.calculator import PolyfidCalculator
+from polyfid.models.calculator import PolyfidCalculator, has_stress
 from polyfid.models.package import LoadedPackage
 
 
@@ -37,10 +37,6 @@ def read_frames(path: Path, index: str = ":", fmt: str | None = None) -> list[At
     return frames
 
 
-def _periodic(atoms: Atoms) -> bool:
-    return bool(np.asarray(atoms.pbc).any()) and abs(atoms.cell.volume) > 1e-12
-
-
 def predict_frames(
     members: list[LoadedPackage],
     level: str,
@@ -54,8 +50,8 @@ def predict_frames(
     """Labelled copies of `frames`: energy and forces (and stress, for frames with a periodic cell) from `level`'s
     head; with a committee also ``energy_std`` (info), ``forces_std`` (per-atom array) and ``stress_std``."""
     calc = PolyfidCalculator(members, level, device=device, dtype=dtype)
-    cells = [k for k, a in enumerate(frames) if _periodic(a)]
-    molecules = [k for k, a in enumerate(frames) if not _periodic(a)]
+    cells = [k for k, a in enumerate(frames) if has_stress(a)]
+    molecules = [k for k, a in enumerate(frames) if not has_stress(a)]
     results: dict[int, dict[str, Any]] = {}
     with tqdm(total=len(frames), unit="frame", desc=f"predict {level}", disable=None if show_progress else True) as bar:
         for indices, stress in ((molecules, False), (cells, True)):

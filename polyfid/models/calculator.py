@@ -62,6 +62,11 @@ def atoms_to_batch(atoms_list: Sequence[Atoms]) -> Batch:
     return collate([atoms_to_record(a, f"ase/{k}") for k, a in enumerate(atoms_list)], [], ["ase"])
 
 
+def has_stress(atoms: Atoms) -> bool:
+    """Whether stress is defined for `atoms`: some periodic direction and a cell with a volume."""
+    return bool(np.asarray(atoms.pbc).any()) and abs(atoms.cell.volume) >= 1e-12
+
+
 def load_models(package: ModelSource, device: str | torch.device = "cpu") -> list[LoadedPackage]:
     """The members of `package`: a package or committee file, a LoadedPackage, or a list of them (a committee)."""
     if isinstance(package, LoadedPackage):
@@ -191,6 +196,8 @@ class PolyfidCalculator(Calculator):
 
     @staticmethod
     def _check_stress(atoms: Atoms, where: str = "") -> None:
+        if has_stress(atoms):
+            return
         if not np.asarray(atoms.pbc).any():
             raise StressNotAvailableError(f"stress needs a periodic cell{where}; this structure has pbc=False")
         if abs(atoms.cell.volume) < 1e-12:
