@@ -38,6 +38,7 @@ from polyfid.pretrain.strategies import build_strategy
 
 STOP_FILE = "STOP"  # created in the run directory (e.g. by the driver on SIGTERM): save and exit at the next step
 CHECKPOINT_TAG = "state"
+STREAMS_FILE = "polyfid_streams-rank-{rank}.json"  # each rank's stream states: a resume seeks there
 BEST_WEIGHTS = "best_val_weights.pt"  # fp32 masters of the best validation so far (exported on early stop)
 
 
@@ -140,6 +141,9 @@ class Trainer:
     def _train_step(self) -> None:
         """One optimiser step (grad_accum micro-batches) on the task the strategy gives, which acts around it."""
         task = self.strategy.begin_step(self.step, self.engine)
+        for name, stream in self.streams.items():  # only the running task holds a loader, threads and shards
+            if name != task:
+                stream.close()
         targets = self.strategy.targets(task, self.targets)
         lr = self.schedule.lr(self.step)
         for group in self.engine.optimizer.param_groups:
@@ -272,7 +276,7 @@ class Trainer:
     def _client_state(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "positions": {name: list(s.position) for name, s in self.streams.items()},
+            "positions": {name: [s.epoch, s.step] for name, s in self.streams.items()},
             "schedule": self.schedule.state_dict(),
             "nonfinite": self.nonfinite,
             "last_validation": self.last_validation,
@@ -282,8 +286,11 @@ class Trainer:
     def _checkpoint(self) -> None:
         state = self._client_state()
 
+        streams = {"layout": self._stream_layout(), "tasks": {name: s.position for name, s in self.streams.items()}}
+
         def write(folder: Path) -> None:
             self.engine.save_checkpoint(str(folder), tag=CHECKPOINT_TAG, client_state={"polyfid": state})
+            atomic_write_bytes(folder / STREAMS_FILE.format(rank=self.ctx.rank), json.dumps(streams).encode())
 
         self.ctx.store.save(self.step, write, {"train_step": float(self.step)})
         self.last_checkpoint = self.step
@@ -299,16 +306,32 @@ class Trainer:
             raise CheckpointError(f"{folder}: not a polyfid training checkpoint (no polyfid client state)")
         state = client["polyfid"]
         self.step = self.last_checkpoint = self.resumed_from = int(state["step"])
-        for name, pos in state["positions"].items():
+        for name, pos in self._saved_positions(folder, state["positions"]).items():
             if name not in self.streams:
                 raise CheckpointError(f"{folder}: checkpoint task {name!r} is not a task of this config")
-            self.streams[name].restore(tuple(pos))
+            self.streams[name].restore(pos)
         self.schedule.load_state_dict(state["schedule"])
         self.nonfinite = int(state["nonfinite"])
         self.last_validation = int(state["last_validation"])
         torch.set_rng_state(state["torch_rng"])
         if self.ctx.is_main:
             print(f"polyfid: resumed from {folder} at step {self.step}", flush=True)
+
+    def _stream_layout(self) -> list:
+        """What a saved stream state is valid for: the same ranks and loader workers."""
+        return [self.ctx.world_size, self.cfg.data.loader, self.cfg.data.num_workers]
+
+    def _saved_positions(self, folder: Path, replay: dict[str, Any]) -> dict[str, Any]:
+        """This rank's stream states (each rank reads its own shards), or the (epoch, step) positions every rank
+        shares when they are missing (older checkpoints) or the ranks or loader workers changed: those replay."""
+        path = folder / STREAMS_FILE.format(rank=self.ctx.rank)
+        if not path.is_file():
+            return replay
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable stream positions ({exc})") from None
+        return saved["tasks"] if saved.get("layout") == self._stream_layout() else replay
 
     # ----- the end -----
     def _finish(self, status: str, reason: str) -> dict[str, Any]:

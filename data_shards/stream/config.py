@@ -32,6 +32,9 @@ class StreamSettings(BaseModel):
     max_atoms: int = Field(default=512, gt=0, description="atom budget of one batch (per rank)")
     max_structures: int | None = Field(default=None, gt=0, description="at most this many structures per batch")
     shuffle_buffer: int = Field(default=1000, ge=0, description="records in the shuffle buffer (0: no shuffling)")
+    interleave: int = Field(
+        default=4, ge=1, description="shards of a dataset read at once per consumer, samples drawn among them"
+    )
     batches_per_epoch: int | None = Field(
         default=None, gt=0, description="train batches per rank per epoch; null: the atoms / (max_atoms x ranks)"
     )

@@ -8,41 +8,44 @@ would stall a rank that cycles a dataset sooner than another one that is blocked
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import ray.data
 
 from polyfid.data_shards.codec import SAMPLE_EXTENSION
-from polyfid.data_shards.stream.batch import Batch
 from polyfid.data_shards.stream.catalog import ShardRef, check_sha256
 from polyfid.data_shards.stream.config import Mode, StreamConfig
-from polyfid.data_shards.stream.pipeline import StreamPlan, consumer_batches
+from polyfid.data_shards.stream.pipeline import StreamPlan, consumer_batches, with_states
 from polyfid.data_shards.stream.sources import Consumer
 
-FILES_PER_READ = 256  # shard files per Ray Dataset execution (an endless stream is read in such chunks)
 
-
-def read_ray(shards: Iterator[ShardRef]) -> Iterator[bytes]:
-    """Raw sample bytes of the shards, in order, through Ray Data (`decoder=None` keeps the member bytes).
-    Each file is checked against its manifest sha256 before Ray reads it (hashing is ~1% of streaming time)."""
-    while chunk := list(itertools.islice(shards, FILES_PER_READ)):
-        for shard in chunk:
-            check_sha256(shard, Path(shard.path).read_bytes())
-        ds = ray.data.read_webdataset([shard.path for shard in chunk], decoder=None)
-        ds.context.execution_options.preserve_order = True
-        for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            yield from block[SAMPLE_EXTENSION]
+def read_ray(shard: ShardRef) -> list[bytes]:
+    """Raw sample bytes of one shard, in order, through Ray Data (`decoder=None` keeps the member bytes). The file
+    is checked against its manifest sha256 before Ray reads it."""
+    check_sha256(shard, Path(shard.path).read_bytes())
+    ds = ray.data.read_webdataset([shard.path], decoder=None)
+    ds.context.execution_options.preserve_order = True
+    return [raw for block in ds.iter_batches(batch_size=None, batch_format="numpy") for raw in block[SAMPLE_EXTENSION]]
 
 
 def ray_batches(
-    cfg: StreamConfig | StreamPlan, mode: Mode, rank: int = 0, world_size: int = 1, epoch: int = 0, start_step: int = 0
-) -> Iterator[Batch]:
-    """This rank's batches of one epoch (same contract as `make_dataloader` with num_workers=0).
+    cfg: StreamConfig | StreamPlan,
+    mode: Mode,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+    start_step: int = 0,
+    state: dict | None = None,
+    with_state: bool = False,
+) -> Iterator[Any]:
+    """This rank's batches of one epoch (same contract as `make_dataloader` with num_workers=0; `state` and
+    `with_state` as there, for worker 0).
 
     Call inside a Ray Train worker with `ray.train.get_context().get_world_rank()` / `get_world_size()`, or
     anywhere Ray is initialised.
     """
     plan = cfg if isinstance(cfg, StreamPlan) else StreamPlan.from_config(cfg)
-    return consumer_batches(plan, mode, read_ray, Consumer(rank, world_size), epoch, start_step)
+    batches = consumer_batches(plan, mode, read_ray, Consumer(rank, world_size), epoch, start_step, state)
+    return with_states(batches, 0) if with_state else batches

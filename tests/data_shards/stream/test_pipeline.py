@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from polyfid.data_shards.stream.config import StreamConfig
-from polyfid.data_shards.stream.pipeline import StreamPlan, consumer_batches, worker_share
+from polyfid.data_shards.stream.pipeline import StreamPlan, consumer_batches, with_states, worker_share
 from polyfid.data_shards.stream.sources import Consumer
 from polyfid.data_shards.stream.torch_loader import read_webdataset
 from tests.data_shards.stream.helpers import batch_ids, check_batch
@@ -70,6 +70,23 @@ def test_resume_skips_exactly(shards, start_step):
         assert batch_ids(worker_batches(plan, consumer, start_step=start_step)) == full[skip:]
     with pytest.raises(ValueError, match="outside the epoch"):
         worker_batches(plan, Consumer(), start_step=11)
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 50])
+def test_a_saved_state_resumes_by_seeking(shards, shuffle_buffer):
+    plan = make_plan(shards, batches_per_epoch=30, shuffle_buffer=shuffle_buffer, max_structures=7)
+    consumer = Consumer(1, 2, 1, 2)
+    full = batch_ids(worker_batches(plan, consumer))
+    stream = consumer_batches(plan, "train", read_webdataset, consumer, 0)
+    states = [s for _, _, s in itertools.islice(with_states(stream, 1), 11)]
+    for k in (1, 6, 11):
+        start_step = 2 * k + 1  # the rank's step after this worker's k-th batch
+        resumed = consumer_batches(plan, "train", read_webdataset, consumer, 0, start_step, states[k - 1])
+        assert batch_ids(list(resumed)) == full[k:]
+    with pytest.raises(ValueError, match="after batch 6"):
+        consumer_batches(plan, "train", read_webdataset, consumer, 0, 5, states[5])
+    with pytest.raises(ValueError, match="train mode only"):
+        with_states(consumer_batches(make_plan(shards, split="val"), "eval", read_webdataset, consumer, 0), 0)
 
 
 def test_dataset_frequencies_follow_ratios(shards):

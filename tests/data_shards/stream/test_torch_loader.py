@@ -63,4 +63,4 @@ def test_unreadable_shard_names_the_file(tmp_path, damage, reader):
     path.write_bytes(data[: len(data) // 2 + 100] if damage == "truncate" else b"\x00garbage" * 200)
     read = {"webdataset": read_webdataset, "ray": read_ray}[reader]
     with pytest.raises(ShardCorruptedError, match=str(path)):
-        list(read(iter([ShardRef(str(path), 20, 60, info.sha256)])))
+        read(ShardRef(str(path), 20, 60, info.sha256))
