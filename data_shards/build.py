@@ -1,5 +1,8 @@
 """`polyfid shards build`: sources -> validated records -> WebDataset shards + manifest, one Ray task per chunk.
 
+Records are shuffled within their chunk (seeded by the chunk) before sharding: sources list MD frames and
+molecules in order, and a shard in source order makes batches of near-duplicates even after streaming shuffles.
+
 Resume/idempotence: each finished chunk leaves a marker `_build/chunks/<dataset>/<chunk_id>.json` (written
 atomically after its shards) holding a fingerprint of its inputs. A chunk whose marker matches and whose shards
 are present is not redone. `manifest.json` is written last, so a folder with a manifest is complete.
@@ -31,6 +34,7 @@ from polyfid.data_shards.reference_energies import LevelAccumulator, accumulate
 from polyfid.data_shards.shard_writer import pack_into_shards, write_shard
 from polyfid.data_shards.sources import BuildConfig
 from polyfid.data_shards.splits import split_of
+from polyfid.data_shards.stream.seeding import derive_rng
 
 OnError = Literal["fail", "skip"]
 MISSING = frozenset({"no_labels"})  # NaN means "not computed": such records are dropped and counted, never fatal
@@ -100,6 +104,7 @@ def chunk_fingerprint(chunk: Chunk, config: BuildConfig, on_error: OnError) -> s
         "split": config.split.model_dump(),
         "shard_limits": [config.shard_max_bytes, config.shard_max_samples],
         "on_error": on_error,
+        "order": "shuffled-in-chunk",
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -150,6 +155,8 @@ def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnErro
         by_split[split].append(item)
     shards = []
     for split, records in by_split.items():
+        rng = derive_rng(chunk.source.name, chunk.chunk_id, split)  # sources come in order (MD frames, molecules)
+        records = [records[i] for i in rng.permutation(len(records))]
         for k, group in enumerate(pack_into_shards(records, config.shard_max_bytes, config.shard_max_samples)):
             path = out / chunk.source.name / split / f"{chunk.chunk_id}-{k:04d}.tar"
             info = write_shard(path, out, group)

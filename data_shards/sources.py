@@ -100,7 +100,9 @@ class SourceConfig(_Strict):
     units: Units = Field(default_factory=Units)
     levels: dict[str, LevelKeys]
     options: dict[str, Any] = Field(default_factory=dict)  # format-specific keys (see each reader)
-    chunk_size: int = Field(default=2000, gt=0)  # structures per build task
+    chunk_size: int = Field(
+        default=10_000, gt=0, description="structures per build task; a chunk writes one shard or more per split"
+    )
     limits: Limits = Field(default_factory=Limits)
     split: SplitConfig | None = Field(
         default=None,
@@ -156,8 +158,12 @@ class BuildConfig(_Strict):
 
     sources: list[SourceConfig]
     split: SplitConfig = Field(default_factory=SplitConfig)
-    shard_max_bytes: int = Field(default=64 * 2**20, gt=0)
-    shard_max_samples: int = Field(default=100_000, gt=0)
+    shard_max_bytes: int = Field(
+        default=64 * 2**20,
+        gt=0,
+        description="target shard size (bytes); a stream holds `interleave` shards per dataset in memory",
+    )
+    shard_max_samples: int = Field(default=100_000, gt=0, description="at most this many samples per shard")
     base_dir: Path = Path(".")  # set by load_build_config: folder of the YAML file
 
     @model_validator(mode="after")
