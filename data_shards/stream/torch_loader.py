@@ -18,17 +18,21 @@ from polyfid.data_shards.stream.catalog import ShardRef, check_sha256
 from polyfid.data_shards.stream.config import Mode, StreamConfig
 from polyfid.data_shards.stream.pipeline import StreamPlan, consumer_batches, with_states
 from polyfid.data_shards.stream.sources import Consumer
+from polyfid.data_shards.tar_members import member_payloads
 
 
 def read_webdataset(shard: ShardRef) -> list[bytes]:
-    """Raw sample bytes of one shard, in order, with webdataset's opener (local files, `pipe:`, URLs) and tar
-    iterator. The shard is read whole and checked against its manifest sha256 first (a truncated tar would
-    otherwise just end early); shards hold one member per sample, so webdataset's key-grouping stage is skipped."""
+    """Raw sample bytes of one shard, in order, opened with webdataset's opener (local files, `pipe:`, URLs) and
+    split with polyfid's USTAR member reader (webdataset's tar iterator for any other tar). The shard is read whole
+    and checked against its manifest sha256 first (a truncated tar would otherwise just end early)."""
     suffix = f".{SAMPLE_EXTENSION}"
     try:
         with wds.gopen(shard.path) as stream:
             data = stream.read()
         check_sha256(shard, data)
+        fast = member_payloads(data, suffix)
+        if fast is not None:
+            return fast
         return [m["data"] for m in tar_file_iterator(io.BytesIO(data)) if m["fname"].endswith(suffix)]
     except (OSError, tarfile.TarError, ValueError) as exc:
         raise ShardCorruptedError(f"{shard.path}: cannot read shard ({exc})") from exc
