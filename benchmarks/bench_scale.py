@@ -167,6 +167,63 @@ def resume_child(out: str) -> dict:
     return {"seek_s": seek_s, "replay_s": replay_s, "resume_step": RESUME_AFTER, "batches_per_epoch": per_epoch}
 
 
+def make_task_sources(n_datasets: int, n_levels: int, per_dataset: int, folder: Path) -> Path:
+    """`n_datasets` datasets x `n_levels` levels: each dataset reads `per_dataset` structures of one shared file
+    (the replicated MD above); the levels all carry the GFN2-xTB labels (a data-path measurement)."""
+    make_source(per_dataset, folder)
+    with h5py.File(folder / "md.h5", "a") as f:
+        for name in f:
+            for k in range(1, n_levels):
+                f[name][f"level{k}"] = h5py.SoftLink(f"/{name}/gfn2_xtb")
+    levels = {f"level{k}": f"level{k}" for k in range(1, n_levels)} | {"gfn2-xtb": "gfn2_xtb"}
+    base = yaml.safe_load((folder / "sources.yaml").read_text())["sources"][0]
+    base["levels"] = {
+        lv: {"energy": f"{g}/energy", "forces": f"{g}/forces", "valid": f"{g}/ok"} for lv, g in levels.items()
+    }
+    sources = [{**base, "name": f"set{d:03d}"} for d in range(n_datasets)]
+    path = folder / "sources.yaml"
+    path.write_text(yaml.safe_dump({"sources": sources}))
+    return path
+
+
+def tasks_child(out: str, rounds: int, inner: int, close: bool) -> dict:
+    """One TaskStream per dataset, run round-robin `inner` batches each (as Reptile does), closing the previous
+    task's stream (`close`) or keeping every stream open; peak RSS and the first-batch latency of a task."""
+    import torch
+
+    from polyfid.data_shards.stream import StreamPlan
+    from polyfid.data_shards.stream.catalog import ShardCatalog
+    from polyfid.pretrain.data import TaskStream, stream_config
+
+    torch.set_num_threads(1)
+    data = _data_section(Path(out)).model_copy(update={"prefetch": 2})
+    catalog = ShardCatalog.open(data.shard_dirs)
+    t0 = time.perf_counter()
+    streams = [
+        TaskStream(StreamPlan.from_config(stream_config(data, 0, "train", [d]), catalog), data, 0, 1)
+        for d in catalog.datasets("train")
+    ]
+    plan_s = time.perf_counter() - t0
+    first, previous = [], None
+    for _ in range(rounds):
+        for stream in streams:
+            if close and previous is not None:
+                previous.close()
+            t0 = time.perf_counter()
+            next(stream)
+            first.append(time.perf_counter() - t0)
+            for _ in range(inner - 1):
+                next(stream)
+            previous = stream
+    return {
+        "n_tasks": len(streams),
+        "plans_s": plan_s,
+        "first_batch_ms": 1e3 * float(np.median(first)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "open_threads": sum(s.is_open for s in streams),
+    }
+
+
 def in_child(fn, *args) -> dict:
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
@@ -179,7 +236,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale.json")
     parser.add_argument("--stream-batches", type=int, default=1000)
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--tasks", type=int, default=0, help="also measure the task path: this many datasets")
     args = parser.parse_args()
+    if args.tasks:
+        folder = args.work / f"tasks{args.tasks}"
+        sources = make_task_sources(args.tasks, 5, 2000, folder / "source")
+        row = {"build": build(sources, folder / "shards"), "manifest": manifest_stats(folder / "shards")}
+        for close in (True, False):
+            row["close" if close else "keep_open"] = in_child(tasks_child, str(folder / "shards"), 2, 5, close)
+        print(json.dumps(row, indent=1))
+        (args.out.parent / "tasks.json").write_text(json.dumps(row, indent=1))
+        return
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for n in args.sizes:
         folder = args.work / f"n{n}"

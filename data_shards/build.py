@@ -1,10 +1,12 @@
 """`polyfid shards build`: sources -> validated records -> WebDataset shards + manifest, one Ray task per chunk.
 
-Records are shuffled within their chunk (seeded by the chunk) before sharding: sources list MD frames and
-molecules in order, and a shard in source order makes batches of near-duplicates even after streaming shuffles.
+Sources list MD frames and molecules in order, and shards in source order make batches of near-duplicates that
+streaming shuffles cannot undo. So one build task (a "mix") reads `mix_chunks` chunks spread across its source
+(chunks i, i + M, i + 2M, ... of M mixes) and shuffles their records together before sharding: every shard holds
+records from distant parts of the source.
 
-Resume/idempotence: each finished chunk leaves a marker `_build/chunks/<dataset>/<chunk_id>.json` (written
-atomically after its shards) holding a fingerprint of its inputs. A chunk whose marker matches and whose shards
+Resume/idempotence: each finished mix leaves a marker `_build/chunks/<dataset>/<first chunk_id>.json` (written
+atomically after its shards) holding a fingerprint of its inputs. A mix whose marker matches and whose shards
 are present is not redone. `manifest.json` is written last, so a folder with a manifest is complete.
 """
 
@@ -50,8 +52,9 @@ class BuildSummary:
     n_read: int = 0
     n_written: int = 0
     n_dropped: int = 0
-    n_chunks: int = 0
-    n_chunks_reused: int = 0
+    n_chunks: int = 0  # source chunks read
+    n_mixes: int = 0  # build tasks (a mix of chunks of one source)
+    n_mixes_reused: int = 0
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     report_path: str | None = None
@@ -70,11 +73,12 @@ def build_shards(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chunks = plan_chunks(config)
+    mixes = plan_mixes(chunks, config.mix_chunks)
     with _ray(address):
-        markers = _run_chunks(chunks, config, out, on_error, progress)
-    manifest = _assemble_manifest(config, chunks, markers)
+        markers = _run_mixes(mixes, config, out, on_error, progress)
+    manifest = _assemble_manifest(config, mixes, markers)
     _remove_unreferenced(out, manifest)
-    summary = _summarise(markers, len(chunks), time.perf_counter() - t0)
+    summary = _summarise(markers, len(chunks), len(mixes), time.perf_counter() - t0)
     if summary.n_dropped:
         summary.report_path = str(out / REPORT_NAME)
         atomic_write_bytes(out / REPORT_NAME, json.dumps(_report(markers), indent=1).encode())
@@ -91,6 +95,23 @@ def plan_chunks(config: BuildConfig) -> list[Chunk]:
     return [c for src in config.sources for c in get_reader(src.format).plan(src, config.base_dir)]
 
 
+def plan_mixes(chunks: list[Chunk], per_mix: int) -> list[list[Chunk]]:
+    """The build tasks: per source, its n chunks dealt into ceil(n / per_mix) mixes, mix i holding chunks
+    i, i + M, i + 2M, ... (M mixes), so each mix spans the whole source."""
+    by_source: dict[str, list[Chunk]] = {}
+    for chunk in chunks:
+        by_source.setdefault(chunk.source.name, []).append(chunk)
+    mixes = []
+    for group in by_source.values():
+        n_mixes = -(-len(group) // per_mix)
+        mixes += [group[i::n_mixes] for i in range(n_mixes)]
+    return mixes
+
+
+def mix_fingerprint(mix: list[Chunk], config: BuildConfig, on_error: OnError) -> str:
+    return hashlib.sha256("".join(chunk_fingerprint(c, config, on_error) for c in mix).encode()).hexdigest()
+
+
 def chunk_fingerprint(chunk: Chunk, config: BuildConfig, on_error: OnError) -> str:
     stat = chunk.path.stat()
     payload = {
@@ -104,20 +125,20 @@ def chunk_fingerprint(chunk: Chunk, config: BuildConfig, on_error: OnError) -> s
         "split": config.split.model_dump(),
         "shard_limits": [config.shard_max_bytes, config.shard_max_samples],
         "on_error": on_error,
-        "order": "shuffled-in-chunk",
+        "order": "mixed",
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _marker_path(out: Path, chunk: Chunk) -> Path:
-    return out / BUILD_DIR / "chunks" / chunk.source.name / f"{chunk.chunk_id}.json"
+def _marker_path(out: Path, mix: list[Chunk]) -> Path:
+    return out / BUILD_DIR / "chunks" / mix[0].source.name / f"{mix[0].chunk_id}.json"
 
 
-def _load_valid_marker(out: Path, chunk: Chunk, fingerprint: str) -> dict | None:
-    """The chunk's marker if it matches `fingerprint` and all its shards exist with the recorded size and sha256
+def _load_valid_marker(out: Path, mix: list[Chunk], fingerprint: str) -> dict | None:
+    """The mix's marker if it matches `fingerprint` and all its shards exist with the recorded size and sha256
     (a same-size corrupted shard is rebuilt, as the streaming error promises)."""
     try:
-        marker = json.loads(_marker_path(out, chunk).read_text())
+        marker = json.loads(_marker_path(out, mix).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     if marker.get("fingerprint") != fingerprint:
@@ -129,15 +150,17 @@ def _load_valid_marker(out: Path, chunk: Chunk, fingerprint: str) -> dict | None
     return marker
 
 
-def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnError) -> dict:
-    """Read, validate, split and shard one chunk; write its marker; return it (or {'error': message})."""
-    fingerprint = chunk_fingerprint(chunk, config, on_error)
+def process_mix(mix: list[Chunk], config: BuildConfig, out: Path, on_error: OnError) -> dict:
+    """Read, validate, split, shuffle together and shard a mix of chunks of one source; write its marker; return
+    it (or {'error': message})."""
+    fingerprint = mix_fingerprint(mix, config, on_error)
     by_split: dict[str, list[Record]] = {s: [] for s in SPLITS}
     n_written = 0
     dropped: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     n_read = 0
-    for item in get_reader(chunk.source.format).read(chunk):
+    source, mix_id = mix[0].source, mix[0].chunk_id
+    for item in (item for chunk in mix for item in get_reader(source.format).read(chunk)):
         n_read += 1
         if isinstance(item, RecordError):
             if on_error == "fail" and item.reason not in MISSING:
@@ -147,7 +170,7 @@ def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnErro
             if len(bucket) < _MAX_EXAMPLES:
                 bucket.append(str(item))
             continue
-        split = split_of(item.id, item.numbers, chunk.source.split or config.split)
+        split = split_of(item.id, item.numbers, source.split or config.split)
         if split is None:  # a frame at a boundary between splits (split.gap): dropped, counted, never an error
             dropped["split_gap"] += 1
             continue
@@ -155,18 +178,17 @@ def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnErro
         by_split[split].append(item)
     shards = []
     for split, records in by_split.items():
-        rng = derive_rng(chunk.source.name, chunk.chunk_id, split)  # sources come in order (MD frames, molecules)
+        rng = derive_rng(source.name, mix_id, split)
         records = [records[i] for i in rng.permutation(len(records))]
         for k, group in enumerate(pack_into_shards(records, config.shard_max_bytes, config.shard_max_samples)):
-            path = out / chunk.source.name / split / f"{chunk.chunk_id}-{k:04d}.tar"
+            path = out / source.name / split / f"{mix_id}-{k:04d}.tar"
             info = write_shard(path, out, group)
-            shards.append(
-                asdict(ShardEntry(**asdict(info), dataset=chunk.source.name, split=split, chunk_id=chunk.chunk_id))
-            )
+            shards.append(asdict(ShardEntry(**asdict(info), dataset=source.name, split=split, chunk_id=mix_id)))
     marker = {
         "fingerprint": fingerprint,
-        "dataset": chunk.source.name,
-        "chunk_id": chunk.chunk_id,
+        "dataset": source.name,
+        "chunk_id": mix_id,
+        "chunks": [c.chunk_id for c in mix],
         "shards": shards,
         "stats": {level: acc.to_dict() for level, acc in accumulate(by_split["train"]).items()},
         "n_read": n_read,
@@ -174,7 +196,7 @@ def process_chunk(chunk: Chunk, config: BuildConfig, out: Path, on_error: OnErro
         "dropped": dict(dropped),
         "examples": examples,
     }
-    atomic_write_bytes(_marker_path(out, chunk), json.dumps(marker).encode())
+    atomic_write_bytes(_marker_path(out, mix), json.dumps(marker).encode())
     return marker
 
 
@@ -196,48 +218,49 @@ def _ray(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _run_chunks(
-    chunks: list[Chunk],
+def _run_mixes(
+    mixes: list[list[Chunk]],
     config: BuildConfig,
     out: Path,
     on_error: OnError,
     progress: bool,
 ) -> dict[str, dict]:
-    """Markers by chunk key, reusing valid ones and running the rest as Ray tasks with a progress bar."""
+    """Markers by mix key, reusing valid ones and running the rest as Ray tasks with a progress bar."""
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=2)(process_chunk)
+    task = ray.remote(num_cpus=1, max_retries=2)(process_mix)
     markers: dict[str, dict] = {}
     pending = {}
-    bar = tqdm(total=sum(c.n_structures for c in chunks), unit="struct", desc="building shards", disable=not progress)
-    for chunk in chunks:
-        marker = _load_valid_marker(out, chunk, chunk_fingerprint(chunk, config, on_error))
+    total = sum(c.n_structures for mix in mixes for c in mix)
+    bar = tqdm(total=total, unit="struct", desc="building shards", disable=not progress)
+    for mix in mixes:
+        marker = _load_valid_marker(out, mix, mix_fingerprint(mix, config, on_error))
         if marker is not None:
-            markers[_chunk_key(chunk)] = {**marker, "reused": True}
-            bar.update(chunk.n_structures)
+            markers[_mix_key(mix)] = {**marker, "reused": True}
+            bar.update(_n_structures(mix))
         else:
-            pending[task.remote(chunk, config, out, on_error)] = chunk
+            pending[task.remote(mix, config, out, on_error)] = mix
     last_done = time.monotonic()
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT_S)
             if not done:  # a lost Ray (dead GCS) would otherwise block here forever
                 if time.monotonic() - last_done > STALL_S:
-                    names = ", ".join(sorted(_chunk_key(c) for c in pending.values())[:5])
+                    names = ", ".join(sorted(_mix_key(m) for m in pending.values())[:5])
                     raise PolyfidDataError(
                         f"shard build stalled: no chunk finished in {STALL_S:.0f} s ({len(pending)} pending: {names}); "
                         "re-run the same command to resume"
                     )
                 continue
             last_done = time.monotonic()
-            chunk = pending.pop(done[0])
+            mix = pending.pop(done[0])
             result = ray.get(done[0])
             if "error" in result:
                 raise PolyfidDataError(
-                    f"dataset {chunk.source.name!r}: {result['error']} (use --on-error skip to drop bad records)"
+                    f"dataset {mix[0].source.name!r}: {result['error']} (use --on-error skip to drop bad records)"
                 )
-            markers[_chunk_key(chunk)] = result
-            bar.update(chunk.n_structures)
+            markers[_mix_key(mix)] = result
+            bar.update(_n_structures(mix))
     finally:
         for ref in pending:
             ray.cancel(ref)
@@ -245,31 +268,34 @@ def _run_chunks(
     return markers
 
 
-def _chunk_key(chunk: Chunk) -> str:
-    return f"{chunk.source.name}/{chunk.chunk_id}"
+def _mix_key(mix: list[Chunk]) -> str:
+    return f"{mix[0].source.name}/{mix[0].chunk_id}"
 
 
-def _assemble_manifest(config: BuildConfig, chunks: list[Chunk], markers: dict[str, dict]) -> Manifest:
+def _n_structures(mix: list[Chunk]) -> int:
+    return sum(c.n_structures for c in mix)
+
+
+def _assemble_manifest(config: BuildConfig, mixes: list[list[Chunk]], markers: dict[str, dict]) -> Manifest:
     shards: list[ShardEntry] = []
     levels: dict[str, LevelAccumulator] = {}
     level_datasets: dict[str, set[str]] = {}
     datasets: dict[str, DatasetInfo] = {}
-    for chunk in chunks:
-        marker = markers[_chunk_key(chunk)]
+    for mix in mixes:
+        marker, source = markers[_mix_key(mix)], mix[0].source
         shards.extend(ShardEntry(**s) for s in marker["shards"])
         for level, raw in marker["stats"].items():
             levels.setdefault(level, LevelAccumulator()).merge(LevelAccumulator.from_dict(raw))
-            level_datasets.setdefault(level, set()).add(chunk.source.name)
-        info = datasets.setdefault(
-            chunk.source.name, DatasetInfo(source=chunk.source.model_dump(mode="json"), files=[])
-        )
-        if not any(f["path"] == str(chunk.path) for f in info.files):
-            st = chunk.path.stat()
-            info.files.append({"path": str(chunk.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            level_datasets.setdefault(level, set()).add(source.name)
+        info = datasets.setdefault(source.name, DatasetInfo(source=source.model_dump(mode="json"), files=[]))
+        for chunk in mix:
+            if not any(f["path"] == str(chunk.path) for f in info.files):
+                st = chunk.path.stat()
+                info.files.append({"path": str(chunk.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
         info.n_read += marker["n_read"]
         info.n_dropped += sum(marker["dropped"].values())
     shards.sort(key=lambda s: (s.dataset, SPLITS.index(s.split), s.path))
-    fingerprint = hashlib.sha256("".join(markers[_chunk_key(c)]["fingerprint"] for c in chunks).encode()).hexdigest()
+    fingerprint = hashlib.sha256("".join(markers[_mix_key(m)]["fingerprint"] for m in mixes).encode()).hexdigest()
     return Manifest(
         shards=shards,
         datasets=datasets,
@@ -287,7 +313,7 @@ def _remove_unreferenced(out: Path, manifest: Manifest) -> None:
             path.unlink()
 
 
-def _summarise(markers: dict[str, dict], n_chunks: int, seconds: float) -> BuildSummary:
+def _summarise(markers: dict[str, dict], n_chunks: int, n_mixes: int, seconds: float) -> BuildSummary:
     dropped: Counter[str] = Counter()
     for m in markers.values():
         dropped.update(m["dropped"])
@@ -296,7 +322,8 @@ def _summarise(markers: dict[str, dict], n_chunks: int, seconds: float) -> Build
         n_written=sum(m["n_written"] for m in markers.values()),
         n_dropped=sum(dropped.values()),
         n_chunks=n_chunks,
-        n_chunks_reused=sum(bool(m.get("reused")) for m in markers.values()),
+        n_mixes=n_mixes,
+        n_mixes_reused=sum(bool(m.get("reused")) for m in markers.values()),
         dropped_by_reason=dict(dropped),
         seconds=seconds,
     )

@@ -66,8 +66,8 @@ def _build(args: argparse.Namespace) -> int:
     )
     print(
         f"built {args.out}: {summary.n_written} structures written from {summary.n_read} read, "
-        f"{summary.n_dropped} dropped; {summary.n_chunks} chunks ({summary.n_chunks_reused} reused) "
-        f"in {summary.seconds:.1f} s"
+        f"{summary.n_dropped} dropped; {summary.n_chunks} chunks in {summary.n_mixes} build tasks "
+        f"({summary.n_mixes_reused} reused) in {summary.seconds:.1f} s"
     )
     if summary.n_dropped:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.dropped_by_reason.items()))

@@ -164,6 +164,12 @@ class BuildConfig(_Strict):
         description="target shard size (bytes); a stream holds `interleave` shards per dataset in memory",
     )
     shard_max_samples: int = Field(default=100_000, gt=0, description="at most this many samples per shard")
+    mix_chunks: int = Field(
+        default=8,
+        ge=1,
+        description="chunks of a source, spread across it, whose records one build task shuffles "
+        "together into its shards (1: each chunk alone)",
+    )
     base_dir: Path = Path(".")  # set by load_build_config: folder of the YAML file
 
     @model_validator(mode="after")

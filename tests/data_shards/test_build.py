@@ -13,7 +13,7 @@ import yaml
 
 from polyfid.cli import main
 from polyfid.core.errors import ConfigError
-from polyfid.data_shards.build import build_shards
+from polyfid.data_shards.build import build_shards, plan_chunks, plan_mixes
 from polyfid.data_shards.codec import decode
 from polyfid.data_shards.errors import PolyfidDataError
 from polyfid.data_shards.manifest import Manifest, content_hash
@@ -95,14 +95,15 @@ def test_build_counts_labels_and_e0(ethanol_mf: Path, tmp_path: Path):
 
 
 def test_rebuild_is_idempotent_and_resumes_after_interruption(ethanol_mf: Path, tmp_path: Path):
-    config = load_build_config(_write_config(tmp_path, [_generic_source("ethanol", ethanol_mf, chunk_size=10)]))
+    source = _generic_source("ethanol", ethanol_mf, chunk_size=10)
+    config = load_build_config(_write_config(tmp_path, [source], mix_chunks=1))
     out = tmp_path / "shards"
     build_shards(config, out, progress=False)
     first = (out / "manifest.json").read_bytes()
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.tar")}
 
     again = build_shards(config, out, progress=False)
-    assert again.n_chunks_reused == again.n_chunks == 5
+    assert again.n_mixes_reused == again.n_mixes == again.n_chunks == 5
     assert (out / "manifest.json").read_bytes() == first
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tar")} == stamps
 
@@ -114,7 +115,7 @@ def test_rebuild_is_idempotent_and_resumes_after_interruption(ethanol_mf: Path, 
     with pytest.raises(PolyfidDataError, match="no manifest"):
         verify_shards(out, progress=False)
     resumed = build_shards(config, out, progress=False)
-    assert resumed.n_chunks_reused == 4
+    assert resumed.n_mixes_reused == 4
     assert (out / "manifest.json").read_bytes() == first
     assert verify_shards(out, progress=False) == []
 
@@ -193,7 +194,8 @@ def test_implausible_energy_or_force_is_a_named_error(ethanol_mf: Path, tmp_path
 
 def test_rebuild_replaces_a_same_size_corrupted_shard(ethanol_mf: Path, tmp_path: Path):
     """Issue 10 case 3: the reuse check compared sizes only, so a flipped byte survived a re-build."""
-    config = load_build_config(_write_config(tmp_path, [_generic_source("ethanol", ethanol_mf, chunk_size=10)]))
+    source = _generic_source("ethanol", ethanol_mf, chunk_size=10)
+    config = load_build_config(_write_config(tmp_path, [source], mix_chunks=2))
     out = tmp_path / "shards"
     build_shards(config, out, progress=False)
     victim = sorted(out.rglob("*.tar"))[0]
@@ -203,7 +205,7 @@ def test_rebuild_replaces_a_same_size_corrupted_shard(ethanol_mf: Path, tmp_path
     victim.write_bytes(bytes(data))
     assert verify_shards(out, progress=False)
     again = build_shards(config, out, progress=False)
-    assert again.n_chunks_reused == again.n_chunks - 1
+    assert again.n_mixes_reused == again.n_mixes - 1
     assert victim.read_bytes() == good and verify_shards(out, progress=False) == []
 
 
@@ -273,3 +275,17 @@ def test_bad_config_names_the_file(tmp_path: Path):
         load_build_config(path)
     assert str(path) in str(err.value)
     assert main(["shards", "build", str(path), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_a_build_task_mixes_chunks_from_across_its_source(ethanol_mf: Path, tmp_path: Path):
+    """Sources come in order (MD frames, molecules): each build task shuffles chunks spread over the source."""
+    chunks = plan_chunks(load_build_config(_write_config(tmp_path, [_generic_source("e", ethanol_mf, chunk_size=5)])))
+    mixes = plan_mixes(chunks, 4)  # 10 chunks -> 3 mixes: chunks 0,3,6,9 / 1,4,7 / 2,5,8
+    assert [[chunks.index(c) for c in m] for m in mixes] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    config = load_build_config(_write_config(tmp_path, [_generic_source("e", ethanol_mf, chunk_size=5)], mix_chunks=4))
+    out = tmp_path / "mixed"
+    summary = build_shards(config, out, progress=False)
+    assert (summary.n_chunks, summary.n_mixes) == (10, 3)
+    shard = Manifest.load(out).select(split="train")[0]
+    frames = [int(rec.id.rsplit(":", 1)[-1]) for rec in _records_in(out / shard.path)]
+    assert {f // 5 for f in frames} >= {0, 3, 6, 9} and frames != sorted(frames)
