@@ -62,7 +62,8 @@ class TargetData:
 def _records(
     cfg: FinetuneConfig, split: str, level: str | None, datasets: list[str] | None
 ) -> tuple[StreamPlan, list[Record]]:
-    """Records of the split (datasets: None = all) with an energy or forces at `level` (None: every record)."""
+    """Records of the split (datasets: None = all) with an energy or forces at `level` (None: every record), by
+    (dataset, id): seeded subsets then depend on the data, not on how the build laid records out in shards."""
     t = cfg.target
     plan = StreamPlan.from_config(
         StreamConfig(shard_dirs=t.shard_dirs, split=split, datasets=datasets, max_atoms=t.max_atoms)
@@ -72,7 +73,7 @@ def _records(
             f"target.level {level!r} is not in {[str(d) for d in t.shard_dirs]} (levels: {plan.level_names})"
         )
     streams = record_streams(plan, "eval", read_webdataset, Consumer(), epoch=0)
-    records = [r for name in sorted(streams) for r in streams[name]]
+    records = sorted((r for name in sorted(streams) for r in streams[name]), key=lambda r: (r.dataset, r.id))
     if level is not None:
         records = [r for r in records if _has_label(r, level, energy_only=False)]
     return plan, records

@@ -186,10 +186,6 @@ class TrainStream:
                 raws[r] = raw
         return list(zip(where, raws, strict=True))
 
-    def close(self) -> None:
-        for stream in self.streams:
-            stream.close()
-
 
 def eval_batches(plan: StreamPlan, streams: Mapping[str, Iterator[Record]]) -> Iterator[Batch]:
     """Every record of the (finite) streams once, datasets in name order, packed and collated."""

@@ -123,10 +123,6 @@ class DatasetStream:
             del self._loaded[key]
         return samples
 
-    def close(self) -> None:
-        """Drop the shards held in memory (the position is kept)."""
-        self._loaded.clear()
-
     def _samples(self, cycle: int, index: int) -> list[bytes]:
         key = (cycle, index)
         if key not in self._loaded:
