@@ -57,5 +57,6 @@ def test_committee_run_packages_members_and_scores_their_spread(source, demo_sha
     ase.io.write(xyz, [atoms, atoms])
     assert main(["predict", c["package"], str(xyz), str(out), "--level", LEVEL]) == 0
     got = ase.io.read(out, ":")
-    assert got[0].info["energy_std"] == pytest.approx(calc.get_property("energy_std", atoms), rel=1e-6)
+    # float32 members: the std of ~-4,000 eV totals summed in another order (2 frames per call) moves by ~1e-6 eV
+    assert got[0].info["energy_std"] == pytest.approx(calc.get_property("energy_std", atoms), abs=1e-4)
     assert "committee of 3" in capsys.readouterr().out

@@ -57,9 +57,10 @@ def test_a_delta_learning_teacher_labels_every_train_geometry_with_its_baseline_
     labelled = teacher_labels(load_package(teacher).model, data.plan, plain.train, LEVEL, 180)
     fitted = {r.id: r.labels[LEVEL].forces for r in data.fit}
     assert all(np.array_equal(fitted[r.id], t.forces) for r, t in zip(plain.train, labelled, strict=True))
-    new = next(r for r in data.fit if r.id not in own)
     every = cfg.model_copy(update={"target": cfg.target.model_copy(update={"n_train": None}), "distill": None})
-    raw = next(r for r in load_target(every).train if r.id == new.id)
+    pool = {r.id: r for r in load_target(every).train}  # every train frame with an MP2 energy
+    new = next(r for r in data.fit if r.id not in own and r.id in pool)
+    raw = pool[new.id]
     head = load_package(teacher).model
     with torch.no_grad():
         out = head(data.plan.collate([raw]), [LEVEL], compute_forces=True)
