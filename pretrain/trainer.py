@@ -318,12 +318,13 @@ class Trainer:
             print(f"polyfid: resumed from {folder} at step {self.step}", flush=True)
 
     def _stream_layout(self) -> list:
-        """What a saved stream state is valid for: the same ranks and loader workers."""
-        return [self.ctx.world_size, self.cfg.data.loader, self.cfg.data.num_workers]
+        """What a saved stream state is valid for: the same ranks, seed and data settings (loader workers, mixing,
+        batching, shuffling); a resume with other ones replays instead."""
+        return [self.ctx.world_size, self.cfg.seed, self.cfg.data.model_dump_json()]
 
     def _saved_positions(self, folder: Path, replay: dict[str, Any]) -> dict[str, Any]:
         """This rank's stream states (each rank reads its own shards), or the (epoch, step) positions every rank
-        shares when they are missing (older checkpoints) or the ranks or loader workers changed: those replay."""
+        shares when they are missing (older checkpoints) or the ranks or data settings changed: those replay."""
         path = folder / STREAMS_FILE.format(rank=self.ctx.rank)
         if not path.is_file():
             return replay

@@ -3,6 +3,7 @@ SIGKILL, SIGTERM preemption, and non-finite losses."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -73,6 +74,10 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(demo_shards, tmp_path
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (cut_dir / "result.json").exists()
+    step = sorted((cut_dir / "checkpoints").glob("step-*"))[-1]
+    for rank in (0, 1):  # each rank's own stream states: the resume seeks, it does not replay
+        saved = json.loads((step / f"polyfid_streams-rank-{rank}.json").read_text())
+        assert any(pos["workers"] for pos in saved["tasks"].values())
     out = run(pretrain_cmd(config, nproc=2))
     assert "resumed from" in out.stdout + out.stderr
     ref, resumed = package_weights(ref_dir), package_weights(cut_dir)
