@@ -117,10 +117,8 @@ class TrainStream:
         state = state or {"names": self.names, "made": 0, "datasets": {}, "mix": 0, "swaps": 0, "held": [], "carry": []}
         if state["names"] != self.names:
             raise ValueError(f"the stream state is of datasets {state['names']}, this stream mixes {self.names}")
-        cfg, key = (
-            plan.cfg,
-            (plan.cfg.seed, epoch, consumer.rank, consumer.world_size, consumer.num_workers, consumer.worker),
-        )
+        cfg = plan.cfg
+        key = (cfg.seed, epoch, consumer.rank, consumer.world_size, consumer.num_workers, consumer.worker)
         self.streams = [
             dataset_stream(plan, "train", read, consumer, epoch, d, state["datasets"].get(d)) for d in self.names
         ]

@@ -102,11 +102,11 @@ class DatasetStream:
 
     def __next__(self) -> tuple[Position, bytes]:
         while True:
-            live = [j for j, p in enumerate(self.lanes) if p is not None]
-            if not live:
+            j = self.draws.next() if len(self.lanes) > 1 else 0  # several lanes only in endless streams
+            lane = self.lanes[j]
+            if lane is None:  # the one lane of a finished pass
                 raise StopIteration
-            j = self.draws.next() if len(self.lanes) > 1 else live[0]
-            cycle, index, offset = self.lanes[j]  # type: ignore[misc]
+            cycle, index, offset = lane
             raw = self._samples(cycle, index)[offset]
             self.lanes[j] = self._lane_at(cycle, index, offset + 1)
             keep = self.split or self.taken % self.consumer.count == self.consumer.id
