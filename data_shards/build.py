@@ -74,7 +74,7 @@ def build_shards(
     out.mkdir(parents=True, exist_ok=True)
     chunks = plan_chunks(config)
     mixes = plan_mixes(chunks, config.mix_chunks)
-    with _ray(address):
+    with ray_session(address):
         markers = _run_mixes(mixes, config, out, on_error, progress)
     manifest = _assemble_manifest(config, mixes, markers)
     _remove_unreferenced(out, manifest)
@@ -201,7 +201,7 @@ def process_mix(mix: list[Chunk], config: BuildConfig, out: Path, on_error: OnEr
 
 
 @contextlib.contextmanager
-def _ray(address: str | None) -> Iterator[None]:
+def ray_session(address: str | None) -> Iterator[None]:
     """Use a running Ray (tests, clusters), connect to `address`, or start a local one for the build."""
     import ray
 

@@ -40,6 +40,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_generator_arguments(demo)
     demo.set_defaults(func=_generate_demo)
 
+    corpus = sub.add_parser(
+        "generate-corpus",
+        help="generate the multi-level foundation corpus on Ray (resumable; needs the 'generate' extra)",
+        description="RDKit conformers, GFN2-xTB MD and normal-mode samples of a few hundred molecules, labelled at "
+        "GFN1/GFN2-xTB, HF, B3LYP, MP2 and CCSD(T) on nested subsets; a rerun computes only unfinished chunks.",
+    )
+    corpus.add_argument("config", nargs="+", help="corpus YAML (later files overlay earlier ones) or tiny | full")
+    corpus.add_argument("--out", required=True, help="corpus folder to create or resume")
+    corpus.add_argument("--set", dest="overrides", action="append", default=[], help="override a key: md.frames=50")
+    corpus.add_argument("--sample", default=None, help="also write a small committed-size sample to this folder")
+    corpus.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    corpus.add_argument("--no-progress", action="store_true", help="no progress bar")
+    corpus.set_defaults(func=_generate_corpus)
+
 
 def _add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     from polyfid.data_shards.demo.generate import add_arguments
@@ -51,6 +65,26 @@ def _generate_demo(args: argparse.Namespace) -> int:
     from polyfid.data_shards.demo.generate import generate
 
     return generate(args)
+
+
+def _generate_corpus(args: argparse.Namespace) -> int:
+    from polyfid.data_shards.corpus.config import load_corpus_config
+    from polyfid.data_shards.corpus.run import generate_corpus
+    from polyfid.data_shards.corpus.sample import write_sample
+
+    config = load_corpus_config(args.config, args.overrides)
+    run = generate_corpus(config, args.out, address=args.address, progress=not args.no_progress)
+    done = sum(run.computed.values())
+    print(
+        f"corpus {args.out}: {done} chunks computed, {sum(run.reused.values())} reused in {run.seconds:.0f} s; "
+        f"see {args.out}/PROVENANCE.md"
+    )
+    if run.failed_tasks:
+        print(f"{len(run.failed_tasks)} tasks failed (rerun to retry): {run.failed_tasks[0]}", file=sys.stderr)
+    if args.sample:
+        write_sample(args.out, args.sample)
+        print(f"sample written to {args.sample}")
+    return 1 if run.failed_tasks else 0
 
 
 def _build(args: argparse.Namespace) -> int:

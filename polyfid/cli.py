@@ -13,7 +13,7 @@ from polyfid.data_shards import commands as data_commands
 from polyfid.finetune import commands as finetune_commands
 from polyfid.pretrain import commands as pretrain_commands
 
-CONFIG_SCHEMAS = ("pretrain", "finetune")
+CONFIG_SCHEMAS = ("pretrain", "finetune", "corpus")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +34,10 @@ def _config_show(args: argparse.Namespace) -> int:
 
     if args.schema == "pretrain":
         from polyfid.pretrain.config import PretrainConfig as schema
-    else:
+    elif args.schema == "finetune":
         from polyfid.finetune.config import FinetuneConfig as schema
+    else:
+        from polyfid.data_shards.corpus.config import CorpusConfig as schema
     rows = list(describe(schema))
     width = max(len(key) for key, *_ in rows)
     for key, kind, default, meaning in rows:

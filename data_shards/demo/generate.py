@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from polyfid.data_shards.demo.labelers import LEVELS
-from polyfid.data_shards.demo.run import SCALES, XTB, Run, Scale
+from polyfid.data_shards.demo.run import DEMO_LEVELS, SCALES, XTB, Run, Scale
 from polyfid.data_shards.demo.stages import run_pipeline
 
 
@@ -35,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--levels",
             nargs="+",
-            choices=list(LEVELS),
-            default=list(LEVELS),
+            choices=list(DEMO_LEVELS),
+            default=list(DEMO_LEVELS),
             help="levels to compute (gfn2-xtb is always computed)",
         ),
         parser.add_argument("--n-mp2", type=int, default=None, help="override the number of ethanol MP2 frames"),

@@ -10,8 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from polyfid.data_shards.demo import molecules
-from polyfid.data_shards.demo.labelers import Label, Worker, label
 from polyfid.data_shards.demo.run import MD_PARAMS, XTB, Run
+from polyfid.data_shards.qm import Label, Worker, label
 
 
 def empty_level(m: int, n: int, forces: bool) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 from ase import Atoms
 
 from polyfid.core.atomic import atomic_path
-from polyfid.data_shards.demo.labelers import LEVELS
+from polyfid.data_shards.qm import LEVELS
 
 
 def h5_group(

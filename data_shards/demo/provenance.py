@@ -9,8 +9,8 @@ from dataclasses import asdict
 from typing import Any
 
 from polyfid.data_shards.demo import molecules
-from polyfid.data_shards.demo.labelers import LEVELS, software_versions
 from polyfid.data_shards.demo.run import CCSDT, DFT, MD_PARAMS, MP2, XTB, LevelStats, Run
+from polyfid.data_shards.qm import LEVELS, software_versions
 
 
 def file_attrs(run: Run, description: str, datasets: Sequence[str], complete: bool = True) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from polyfid.data_shards.demo import molecules
-from polyfid.data_shards.demo.labelers import Label
+from polyfid.data_shards.qm import Label
 
 XTB, DFT, MP2, CCSDT = "gfn2-xtb", "b3lyp/def2-svp", "mp2/cc-pvdz", "ccsd(t)/cc-pvdz"
+DEMO_LEVELS: tuple[str, ...] = (XTB, DFT, MP2, CCSDT)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from tqdm import tqdm
 
 from polyfid.core.atomic import atomic_write_bytes
 from polyfid.data_shards.demo import molecules
-from polyfid.data_shards.demo.labelers import LEVELS, Worker
 from polyfid.data_shards.demo.labelling import empty_level, label_into, md_frames
 from polyfid.data_shards.demo.output import extxyz_frame, h5_group, write_extxyz, write_h5
 from polyfid.data_shards.demo.provenance import file_attrs, provenance_md, sources_yaml
 from polyfid.data_shards.demo.run import CCSDT, DFT, MP2, XTB, Run
+from polyfid.data_shards.qm import LEVELS, Worker
 
 
 def run_pipeline(run: Run) -> None:

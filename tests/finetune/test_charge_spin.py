@@ -16,7 +16,7 @@ from ase.build import molecule
 
 from polyfid.cli import main
 from polyfid.data_shards.build import build_shards
-from polyfid.data_shards.demo.labelers import Worker
+from polyfid.data_shards.qm import Worker
 from polyfid.data_shards.sources import load_build_config
 from polyfid.finetune.evaluate import predict, score
 from polyfid.models.calculator import PolyfidCalculator

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from polyfid.data_shards.demo import molecules
-from polyfid.data_shards.demo.labelers import LEVELS
+from polyfid.data_shards.demo.run import DEMO_LEVELS
 from polyfid.data_shards.sources import load_build_config
 
 CORPUS = Path(__file__).resolve().parents[3] / "data_shards" / "demo_corpus"
@@ -87,7 +87,7 @@ def test_tiny_pipeline_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.skipif(not HAVE_QM, reason="pyscf is needed")
 @pytest.mark.timeout(60)
 def test_timeout_becomes_nan_label() -> None:
-    from polyfid.data_shards.demo.labelers import Worker, label
+    from polyfid.data_shards.qm import Worker, label
 
     eth = molecules.get(molecules.TARGET)
     with Worker("pyscf") as w:
@@ -233,7 +233,7 @@ def test_scan_ethanol_is_smooth_and_consistent() -> None:
 
 
 def test_levels_are_the_documented_names() -> None:
-    assert set(LEVELS) == LEVEL_NAMES
+    assert set(DEMO_LEVELS) == LEVEL_NAMES
 
 
 @corpus

@@ -1,4 +1,4 @@
-"""Quantum-chemistry labellers (GFN2-xTB via tblite; B3LYP, MP2, CCSD(T) via PySCF) run in worker processes.
+"""Quantum-chemistry labellers (GFN1/GFN2-xTB via tblite; HF, B3LYP, MP2, CCSD(T) via PySCF) in worker processes.
 
 Every calculation runs in a persistent child process (`Worker`) with a timeout: a hung or crashed
 calculation kills and restarts the worker and comes back as a failed `Label` (NaN + reason), never
@@ -8,11 +8,13 @@ never imports either package. Units returned: eV, eV/Angstrom (converted from Ha
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import multiprocessing as mp
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,7 @@ from ase import units
 HARTREE_EV: float = float(units.Hartree)
 BOHR_A: float = float(units.Bohr)
 MAX_MEMORY_MB: int = 2000
+STARTUP_TIMEOUT_S: float = 120.0  # a worker's imports (PySCF: a few seconds) must finish within this
 
 
 @dataclass(frozen=True)
@@ -50,13 +53,31 @@ LEVELS: dict[str, Level] = {
             "GFN2-xTB (tblite), default accuracy and electronic temperature (300 K)",
         ),
         Level(
+            "gfn1-xtb",
+            "gfn1_xtb",
+            "xtb",
+            "GFN1-xTB",
+            None,
+            True,
+            "GFN1-xTB (tblite), default accuracy and electronic temperature (300 K)",
+        ),
+        Level(
+            "hf/def2-svp",
+            "hf_def2svp",
+            "pyscf",
+            "HF",
+            "def2-svp",
+            True,
+            "HF/def2-SVP (RHF, UHF for open shells), def2-universal-jkfit density fitting (PySCF)",
+        ),
+        Level(
             "b3lyp/def2-svp",
             "b3lyp_def2svp",
             "pyscf",
             "B3LYP",
             "def2-svp",
             True,
-            "RKS B3LYP/def2-SVP, PySCF default grid, no dispersion, no density fitting "
+            "RKS (UKS for open shells) B3LYP/def2-SVP, PySCF default grid, no dispersion, no density fitting "
             "(PySCF>=2.3 'b3lyp' = VWN-RPA variant, as in Gaussian)",
         ),
         Level(
@@ -66,7 +87,8 @@ LEVELS: dict[str, Level] = {
             "MP2",
             "cc-pvdz",
             True,
-            "RHF-MP2/cc-pVDZ, frozen 1s cores, conventional integrals, analytic gradient (PySCF)",
+            "RHF-MP2/cc-pVDZ (UHF-MP2 for open shells), frozen cores, conventional integrals, analytic gradient "
+            "(PySCF)",
         ),
         Level(
             "ccsd(t)/cc-pvdz",
@@ -75,7 +97,7 @@ LEVELS: dict[str, Level] = {
             "CCSD(T)",
             "cc-pvdz",
             False,
-            "RHF-CCSD(T)/cc-pVDZ, frozen 1s cores, energy only (PySCF)",
+            "RHF-CCSD(T)/cc-pVDZ (UHF-CCSD(T) for open shells), frozen cores, energy only (PySCF)",
         ),
     )
 }
@@ -108,13 +130,13 @@ def software_versions() -> dict[str, str]:
 
 
 def xtb_energy_forces(
-    numbers: np.ndarray, positions: np.ndarray, charge: int = 0, multiplicity: int = 1
+    numbers: np.ndarray, positions: np.ndarray, charge: int = 0, multiplicity: int = 1, method: str = "GFN2-xTB"
 ) -> tuple[float, np.ndarray]:
-    """GFN2-xTB energy (eV) and forces (eV/A) at `positions` (Angstrom), for a total charge and multiplicity."""
+    """xTB (`method`) energy (eV) and forces (eV/A) at `positions` (Angstrom), for a total charge and multiplicity."""
     from tblite.interface import Calculator
 
     numbers, positions = np.asarray(numbers), np.asarray(positions) / BOHR_A
-    calc = Calculator("GFN2-xTB", numbers, positions, charge=float(charge), uhf=multiplicity - 1)
+    calc = Calculator(method, numbers, positions, charge=float(charge), uhf=multiplicity - 1)
     calc.set("verbosity", 0)
     res = calc.singlepoint()
     return float(res.get("energy")) * HARTREE_EV, -np.asarray(res.get("gradient")) * HARTREE_EV / BOHR_A
@@ -175,11 +197,19 @@ def xtb_relax(numbers: np.ndarray, positions: np.ndarray, fmax: float = 0.01) ->
     return atoms.positions.copy()
 
 
-def _pyscf_mol(numbers: np.ndarray, positions: np.ndarray, basis: str) -> Any:
+def _pyscf_mol(numbers: np.ndarray, positions: np.ndarray, basis: str, charge: int, multiplicity: int) -> Any:
     from pyscf import gto
 
     atom = [(int(z), tuple(map(float, p))) for z, p in zip(numbers, positions, strict=True)]
-    return gto.M(atom=atom, basis=basis, unit="Angstrom", charge=0, spin=0, verbose=0, max_memory=MAX_MEMORY_MB)
+    return gto.M(
+        atom=atom,
+        basis=basis,
+        unit="Angstrom",
+        charge=charge,
+        spin=multiplicity - 1,
+        verbose=0,
+        max_memory=MAX_MEMORY_MB,
+    )
 
 
 def _converged_scf(mf: Any) -> Any:
@@ -195,31 +225,45 @@ def _converged_scf(mf: Any) -> Any:
 
 
 def _n_frozen(numbers: np.ndarray) -> int:
-    """Number of 1s core orbitals to freeze (one per atom heavier than He; H/C/N/O only here)."""
-    return int(sum(1 for z in numbers if 2 < z <= 10))
+    """Number of core orbitals to freeze: 1s of Li-Ne, 1s2s2p of Na-Ar (PySCF's chemical-core convention)."""
+    return int(sum(1 if 2 < z <= 10 else 5 if 10 < z <= 18 else 0 for z in numbers))
 
 
-def pyscf_label(level: str, numbers: np.ndarray, positions: np.ndarray) -> tuple[float, np.ndarray | None]:
-    """Energy (eV) and, where the level has them, forces (eV/A) with PySCF at `level` (a LEVELS name)."""
+def pyscf_label(
+    level: str,
+    numbers: np.ndarray,
+    positions: np.ndarray,
+    charge: int = 0,
+    multiplicity: int = 1,
+    forces: bool = True,
+) -> tuple[float, np.ndarray | None]:
+    """Energy (eV) and, where the level has them and `forces` asks, forces (eV/A) with PySCF at `level` (a LEVELS
+    name). Restricted references for closed shells, unrestricted ones for open shells."""
     from pyscf import cc, dft, mp, scf
 
     lv = LEVELS[level]
-    mol = _pyscf_mol(numbers, positions, lv.basis or "")
+    mol = _pyscf_mol(numbers, positions, lv.basis or "", charge, multiplicity)
+    closed = multiplicity == 1
+    want_grad = forces and lv.forces
     grad = None
-    if lv.method == "B3LYP":
-        mf = dft.RKS(mol)
+    if lv.method == "HF":
+        mf = _converged_scf((scf.RHF(mol) if closed else scf.UHF(mol)).density_fit())
+        energy = mf.e_tot
+        grad = mf.nuc_grad_method().kernel() if want_grad else None
+    elif lv.method == "B3LYP":
+        mf = dft.RKS(mol) if closed else dft.UKS(mol)
         mf.xc = "b3lyp"
         mf = _converged_scf(mf)
         energy = mf.e_tot
-        grad = mf.nuc_grad_method().kernel()
+        grad = mf.nuc_grad_method().kernel() if want_grad else None
     elif lv.method == "MP2":
-        mf = _converged_scf(scf.RHF(mol))
+        mf = _converged_scf(scf.RHF(mol) if closed else scf.UHF(mol))
         pt = mp.MP2(mf, frozen=_n_frozen(numbers))
         pt.kernel()
         energy = pt.e_tot
-        grad = pt.nuc_grad_method().kernel()
+        grad = pt.nuc_grad_method().kernel() if want_grad else None
     elif lv.method == "CCSD(T)":
-        mf = _converged_scf(scf.RHF(mol))
+        mf = _converged_scf(scf.RHF(mol) if closed else scf.UHF(mol))
         mycc = cc.CCSD(mf, frozen=_n_frozen(numbers))
         mycc.conv_tol = 1e-8
         mycc.kernel()
@@ -235,12 +279,25 @@ def pyscf_label(level: str, numbers: np.ndarray, positions: np.ndarray) -> tuple
 _TASKS = {"xtb_energy_forces": xtb_energy_forces, "xtb_md": xtb_md, "xtb_relax": xtb_relax, "pyscf_label": pyscf_label}
 
 
+def _task(name: str) -> Callable[..., Any]:
+    """A task by name: one of _TASKS, or `polyfid.<module>:<function>` (another generator's worker-side code)."""
+    if name in _TASKS:
+        return _TASKS[name]
+    module, _, function = name.partition(":")
+    if not module.startswith("polyfid.") or not function:
+        raise ValueError(f"unknown worker task {name!r}")
+    return getattr(importlib.import_module(module), function)
+
+
 def _serve(conn: Any, threads: int) -> None:
     """Worker main loop: receive (task, args), reply ("ok", value) or ("err", message)."""
     if "pyscf" in os.environ.get("POLYFID_WORKER_KIND", ""):
-        from pyscf import lib
+        from pyscf import cc, dft, lib, mp, scf  # noqa: F401 (imported before "ready": calls time only their work)
 
         lib.num_threads(threads)
+    else:
+        import tblite.interface  # noqa: F401
+    conn.send(("ready", None))
     while True:
         try:
             msg = conn.recv()
@@ -250,7 +307,7 @@ def _serve(conn: Any, threads: int) -> None:
             return
         task, args = msg
         try:
-            conn.send(("ok", _TASKS[task](*args)))
+            conn.send(("ok", _task(task)(*args)))
         except Exception as exc:
             tb = traceback.format_exc(limit=3).strip().splitlines()[-1]
             conn.send(("err", f"{type(exc).__name__}: {exc} [{tb}]"[:500]))
@@ -280,6 +337,8 @@ class Worker:
         self._proc = ctx.Process(target=_serve, args=(child, self.threads), daemon=True)
         self._proc.start()
         child.close()
+        if not self._conn.poll(STARTUP_TIMEOUT_S) or self._conn.recv() != ("ready", None):
+            raise EOFError("the worker did not start")
 
     def stop(self) -> None:
         """Terminate the child (if any)."""
@@ -296,10 +355,11 @@ class Worker:
 
     def call(self, task: str, args: tuple[Any, ...], timeout: float) -> tuple[bool, Any, float]:
         """Run `task(*args)` in the child: (ok, value-or-error-message, wall seconds)."""
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
         t0 = time.perf_counter()
         try:
+            if self._proc is None or not self._proc.is_alive():
+                self._start()
+                t0 = time.perf_counter()  # wall times are the calculation's, not the worker's start-up
             self._conn.send((task, args))
             if not self._conn.poll(timeout):
                 self.stop_hard()
@@ -325,13 +385,24 @@ class Worker:
         self.stop()
 
 
-def label(worker: Worker, level: str, numbers: np.ndarray, positions: np.ndarray, timeout: float) -> Label:
-    """One structure at one level, in `worker` (of the matching backend); failures become a NaN Label."""
+def label(
+    worker: Worker,
+    level: str,
+    numbers: np.ndarray,
+    positions: np.ndarray,
+    timeout: float,
+    charge: int = 0,
+    multiplicity: int = 1,
+    forces: bool = True,
+) -> Label:
+    """One structure at one level, in `worker` (of the matching backend); failures become a NaN Label.
+    forces=False skips a PySCF gradient (xTB forces cost nothing extra and always come)."""
     lv = LEVELS[level]
     if lv.backend == "xtb":
-        ok, value, wall = worker.call("xtb_energy_forces", (numbers, positions), timeout)
+        args: tuple[Any, ...] = (numbers, positions, charge, multiplicity, lv.method)
+        ok, value, wall = worker.call("xtb_energy_forces", args, timeout)
     else:
-        ok, value, wall = worker.call("pyscf_label", (level, numbers, positions), timeout)
+        ok, value, wall = worker.call("pyscf_label", (level, numbers, positions, charge, multiplicity, forces), timeout)
     if not ok:
         return Label(error=str(value), wall=wall)
     energy, forces = value

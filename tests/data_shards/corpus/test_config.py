@@ -1,0 +1,58 @@
+"""Corpus configs: the packaged ones load, nesting and levels are checked, errors are one line with exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from polyfid.cli import main
+from polyfid.core.errors import ConfigError
+from polyfid.data_shards.corpus.config import load_corpus_config
+
+
+@pytest.mark.parametrize("names", [["tiny"], ["full"], ["full", "medium"]])
+def test_packaged_configs_load(names: list[str]) -> None:
+    config = load_corpus_config(names)
+    assert len({p.level for p in config.levels} | {"gfn2-xtb"}) >= 5
+    assert all(h.levels for h in config.heldout)
+
+
+def test_medium_overlays_full() -> None:
+    full, medium = load_corpus_config(["full"]), load_corpus_config(["full", "medium"])
+    assert medium.md == full.md and medium.levels == full.levels and medium.max_molecules == 60
+
+
+@pytest.mark.parametrize(
+    ("levels", "match"),
+    [
+        ([{"level": "hf/def2-svp", "per_molecule": 2}, {"level": "mp2/cc-pvdz", "per_molecule": 3}], "nest"),
+        ([{"level": "hf/def2-svp", "max_heavy_atoms": 3}, {"level": "mp2/cc-pvdz"}], "nest"),
+        ([{"level": "dft/unknown"}], "unknown level"),
+        ([{"level": "ccsd(t)/cc-pvdz"}], "no forces"),
+        ([{"level": "hf/def2-svp"}, {"level": "hf/def2-svp"}], "twice"),
+    ],
+)
+def test_bad_level_plans_are_refused(tmp_path: Path, levels: list, match: str) -> None:
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"levels": levels}))
+    with pytest.raises(ConfigError, match=match):
+        load_corpus_config([path])
+
+
+def test_the_command_reports_a_bad_config_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("levels: [{level: gfn1-xtb}]\nmd: {frames: -1}\n")
+    assert main(["shards", "generate-corpus", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "c.yaml" in err and "md.frames" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_corpus_key_is_listed(capsys: pytest.CaptureFixture) -> None:
+    assert main(["config", "show", "corpus"]) == 0
+    out = capsys.readouterr().out
+    for key in ("md.frames", "normal_modes.stiffness_floor_ev_a2", "levels", "heldout", "chunk_size"):
+        assert key in out
