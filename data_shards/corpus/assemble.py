@@ -121,7 +121,10 @@ def assemble(run: CorpusRun, config: CorpusConfig) -> dict[str, Any]:
             st["wall_s"] = round(st["wall_s"], 1)
             st["reasons"] = dict(st["reasons"].most_common(8))
         ds["origin"] = dict(ds.get("origin", {}))
-    atomic_write_bytes(out / "sources.yaml", sources_yaml(datasets).encode())
+    pretrain = {k: v for k, v in datasets.items() if k == "corpus"}
+    targets = {k: v for k, v in datasets.items() if k != "corpus"}
+    atomic_write_bytes(out / "sources.yaml", sources_yaml(pretrain, "the pretraining molecules").encode())
+    atomic_write_bytes(out / "targets.yaml", sources_yaml(targets, "the held-out targets").encode())
     manifest = {
         "format": MANIFEST_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -168,10 +171,11 @@ def _git_commit() -> str:
     return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else "unknown"
 
 
-def sources_yaml(datasets: dict[str, dict[str, Any]]) -> str:
-    """sources.yaml (polyfid schema) of the corpus files; scans are kept whole, the rest split by MD blocks."""
+def sources_yaml(datasets: dict[str, dict[str, Any]], what: str) -> str:
+    """A sources file (polyfid schema) of some corpus files; scans are kept whole, the rest split by MD blocks.
+    Pretraining and targets get separate files, so shards of one never fit E0 on the other's energies."""
     lines = [
-        "# Foundation corpus (polyfid shards generate-corpus). Units: eV, eV/Angstrom, Angstrom.",
+        f"# Foundation corpus (polyfid shards generate-corpus): {what}. Units: eV, eV/Angstrom, Angstrom.",
         "# Missing labels are NaN with the level's valid flag False; charge and multiplicity per molecule.",
         "split: {val: 0.1, test: 0.15, by: block, block: 10, gap: 1}",
         "sources:",

@@ -55,9 +55,10 @@ def write_sample(corpus: str | Path, out: str | Path, per_molecule: int = 2) -> 
     for path in sorted(corpus.glob("heldout_*.h5")) + sorted(corpus.glob("scan_*.h5")):
         with atomic_path(out / path.name) as tmp:
             shutil.copyfile(path, tmp)
-    text = (corpus / "sources.yaml").read_text()
     note = f"# SAMPLE: {per_molecule} best-labelled structures per pretraining molecule; held-out files whole.\n"
-    atomic_write_bytes(out / "sources.yaml", (note + text).encode())
+    atomic_write_bytes(out / "sources.yaml", (note + (corpus / "sources.yaml").read_text()).encode())
+    with atomic_path(out / "targets.yaml") as tmp:
+        shutil.copyfile(corpus / "targets.yaml", tmp)
     for name, target in (("manifest.json", "full_manifest.json"), ("PROVENANCE.md", "PROVENANCE.md")):
         with atomic_path(out / target) as tmp:
             shutil.copyfile(corpus / name, tmp)

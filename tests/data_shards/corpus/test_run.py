@@ -99,7 +99,9 @@ def test_tiny_corpus_resumes_after_sigkill_and_builds_into_shards(tmp_path: Path
         assert group["scan_coordinate"].shape == (3,) and group["hf_def2svp"]["ok"][()].all()
 
     summary = build_shards(load_build_config(out / "sources.yaml"), tmp_path / "shards", progress=False)
-    assert summary.n_written == 20 + 10 + 3 and summary.n_dropped == 0
+    assert summary.n_written == 20 and summary.n_dropped == 0  # pretraining shards never see a target
+    summary = build_shards(load_build_config(out / "targets.yaml"), tmp_path / "targets", progress=False)
+    assert summary.n_written == 10 + 3 and summary.n_dropped == 0
 
     sample = json.loads((tmp_path / "sample" / "sample_manifest.json").read_text())
     for name, entry in sample["files"].items():
