@@ -51,7 +51,11 @@ def read_molecules(path: Path) -> list[Molecule]:
     out: list[Molecule] = []
     seen: dict[str, str] = {}
     counts = {"pretrain": 0, "heldout": 0}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the molecule list ({exc})") from exc
+    for n, line in enumerate(text.splitlines(), 1):
         words = line.split()
         if not words or words[0].startswith("#"):  # comments are whole lines: '#' is a SMILES triple bond
             continue
@@ -138,7 +142,8 @@ def match_atoms(molecule: Molecule, smarts: str) -> tuple[int, ...]:
     """Atom indices of the first match of `smarts` (hydrogens explicit, as in `molecule.numbers`)."""
     from rdkit import Chem
 
-    match = _mol(molecule.smiles).GetSubstructMatch(Chem.MolFromSmarts(smarts))
+    pattern = Chem.MolFromSmarts(smarts)
+    match = () if pattern is None else _mol(molecule.smiles).GetSubstructMatch(pattern)
     if not match:
         raise ConfigError(f"{molecule.name}: SMARTS {smarts!r} matches no atoms")
     return tuple(int(i) for i in match)

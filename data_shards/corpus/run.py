@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from polyfid.core.errors import ConfigError
 from polyfid.data_shards.build import ray_session
 from polyfid.data_shards.corpus.chunks import chunk_digest, content_key, load_chunk, save_chunk
 from polyfid.data_shards.corpus.config import CorpusConfig, LevelPlan
-from polyfid.data_shards.corpus.molecules import Molecule, check_heldout_groups, read_molecules
+from polyfid.data_shards.corpus.molecules import Molecule, check_heldout_groups, match_atoms, read_molecules
 from polyfid.data_shards.corpus.plan import LabelChunk, label_chunks
 from polyfid.data_shards.corpus.tasks import label_task, sample_task, scan_task
 from polyfid.data_shards.qm import LEVELS
@@ -63,6 +64,9 @@ def structure_sets(config: CorpusConfig, out: Path) -> list[StructureSet]:
         m = by_name[h.name]
         sets.append(_sampled(m, h.levels, sampling, out))
         if h.scan is not None:
+            atoms = match_atoms(m, h.scan.smarts)  # a bad SMARTS stops the run here, not in a task
+            if len(atoms) < (4 if h.scan.kind == "dihedral" else 2):
+                raise ConfigError(f"held-out {h.name}: a {h.scan.kind} scan needs more atoms than {h.scan.smarts!r}")
             plans = tuple(LevelPlan(level=lv, forces=LEVELS[lv].forces) for lv in h.scan_levels)
             key = content_key(config.seed, h.scan.model_dump())
             sets.append(StructureSet(m, "scan", plans, out / "chunks" / "scan" / m.key / f"geometry-{key}.npz"))

@@ -56,3 +56,52 @@ def test_every_corpus_key_is_listed(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out
     for key in ("md.frames", "normal_modes.stiffness_floor_ev_a2", "levels", "heldout", "chunk_size"):
         assert key in out
+
+
+@pytest.mark.parametrize(
+    ("overlay", "match"),
+    [
+        ({"molecules": "missing.smi"}, "missing.smi: cannot read"),
+        (
+            {"heldout": [{"name": "methanol", "forbidden_smarts": "[OH]", "levels": [{"level": "gfn1-xtb"}]}]},
+            "not a 'heldout' molecule",
+        ),
+        (
+            {
+                "heldout": [
+                    {
+                        "name": "methyl_formate",
+                        "forbidden_smarts": "[CX3](=O)[OX2][#6]",
+                        "levels": [{"level": "gfn1-xtb"}],
+                        "scan": {"kind": "dihedral", "smarts": "C=O"},
+                    }
+                ]
+            },
+            "needs more atoms",
+        ),
+        (
+            {
+                "heldout": [
+                    {
+                        "name": "methyl_formate",
+                        "forbidden_smarts": "[CX3](=O)[OX2][#6]",
+                        "levels": [{"level": "gfn1-xtb"}],
+                        "scan": {"kind": "bond", "smarts": "[Cl]"},
+                    }
+                ]
+            },
+            "matches no atoms",
+        ),
+    ],
+)
+def test_bad_molecules_and_heldout_targets_stop_before_any_work(tmp_path: Path, overlay: dict, match: str) -> None:
+    import yaml
+
+    pytest.importorskip("rdkit")
+    from polyfid.data_shards.corpus.run import structure_sets
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"levels": [{"level": "gfn1-xtb"}], **overlay}))
+    with pytest.raises(ConfigError, match=match):
+        structure_sets(load_corpus_config([path]), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
