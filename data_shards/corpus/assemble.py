@@ -142,7 +142,7 @@ def assemble(run: CorpusRun, config: CorpusConfig) -> dict[str, Any]:
         and all(NOT_COMPUTED not in st["reasons"] for ds in datasets.values() for st in ds["levels"].values()),
         "files": {
             p: {"bytes": (out / p).stat().st_size, "sha256": sha256_file(out / p)}
-            for p in sorted([*files, "sources.yaml"])
+            for p in sorted([*files, "sources.yaml", "targets.yaml"])
         },
         "software": {**software_versions(), "rdkit": _version("rdkit"), "polyfid": _git_commit()},
     }

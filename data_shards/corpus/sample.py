@@ -36,7 +36,7 @@ def _copy_rows(src: Any, dst: Any, rows: np.ndarray, m: int) -> None:
         data = obj[()]
         if obj.ndim and obj.shape[0] == m:
             data = data[rows]
-        dst.create_dataset(key, data=data, compression="gzip" if np.ndim(data) >= 2 else None)
+        dst.create_dataset(key, data=data, compression="gzip" if np.size(data) > 1000 else None)
         dst[key].attrs.update(dict(obj.attrs))
 
 

@@ -20,7 +20,8 @@ def test_packaged_configs_load(names: list[str]) -> None:
 
 def test_medium_overlays_full() -> None:
     full, medium = load_corpus_config(["full"]), load_corpus_config(["full", "medium"])
-    assert medium.md == full.md and medium.conformers == full.conformers and medium.max_molecules == 60
+    assert medium.md == full.md.model_copy(update={"frames": 72}) and medium.conformers == full.conformers
+    assert medium.max_molecules == 60
 
 
 @pytest.mark.parametrize(
