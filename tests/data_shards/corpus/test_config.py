@@ -59,40 +59,22 @@ def test_every_corpus_key_is_listed(capsys: pytest.CaptureFixture) -> None:
         assert key in out
 
 
+def _heldout(name: str, smarts: str, scan: dict | None = None) -> dict:
+    """An overlay with one held-out target."""
+    target = {"name": name, "forbidden_smarts": smarts, "levels": [{"level": "gfn1-xtb"}]}
+    return {"heldout": [{**target, "scan": scan} if scan else target]}
+
+
+ESTER = "[CX3](=O)[OX2][#6]"
+
+
 @pytest.mark.parametrize(
     ("overlay", "match"),
     [
         ({"molecules": "missing.smi"}, "missing.smi: cannot read"),
-        (
-            {"heldout": [{"name": "methanol", "forbidden_smarts": "[OH]", "levels": [{"level": "gfn1-xtb"}]}]},
-            "not a 'heldout' molecule",
-        ),
-        (
-            {
-                "heldout": [
-                    {
-                        "name": "methyl_formate",
-                        "forbidden_smarts": "[CX3](=O)[OX2][#6]",
-                        "levels": [{"level": "gfn1-xtb"}],
-                        "scan": {"kind": "dihedral", "smarts": "C=O"},
-                    }
-                ]
-            },
-            "needs more atoms",
-        ),
-        (
-            {
-                "heldout": [
-                    {
-                        "name": "methyl_formate",
-                        "forbidden_smarts": "[CX3](=O)[OX2][#6]",
-                        "levels": [{"level": "gfn1-xtb"}],
-                        "scan": {"kind": "bond", "smarts": "[Cl]"},
-                    }
-                ]
-            },
-            "matches no atoms",
-        ),
+        (_heldout("methanol", "[OH]"), "not a 'heldout' molecule"),
+        (_heldout("methyl_formate", ESTER, {"kind": "dihedral", "smarts": "C=O"}), "needs more atoms"),
+        (_heldout("methyl_formate", ESTER, {"kind": "bond", "smarts": "[Cl]"}), "matches no atoms"),
     ],
 )
 def test_bad_molecules_and_heldout_targets_stop_before_any_work(tmp_path: Path, overlay: dict, match: str) -> None:
