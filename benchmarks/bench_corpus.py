@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polyfid.data_shards.corpus.assemble import PRETRAIN_DATASET  # noqa: E402
 from polyfid.data_shards.corpus.config import load_corpus_config  # noqa: E402
 from polyfid.data_shards.corpus.molecules import conformers  # noqa: E402
 from polyfid.data_shards.corpus.plan import label_chunks  # noqa: E402
@@ -31,7 +32,7 @@ def measured(manifest: dict) -> tuple[dict[tuple[str, str], float], float, int]:
     wall: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
     sampled = 0
     for name, ds in manifest["datasets"].items():
-        role = "pretrain" if name == "corpus" else "heldout"
+        role = "pretrain" if name == PRETRAIN_DATASET else "heldout"
         if not name.startswith("scan_"):
             sampled += ds["structures"]
         for level, st in ds["levels"].items():
@@ -48,10 +49,11 @@ def planned(config_names: list[str]) -> tuple[dict[tuple[str, str], int], int]:
     per_conformer = 1 + len(md.temperatures_k) * md.frames + len(nm.temperatures_k) * nm.samples
     counts: dict[tuple[str, str], int] = defaultdict(int)
     sampled = 0
+    scans = {h.name: h.scan for h in config.heldout}
     for s in structure_sets(config, Path("/nonexistent")):
         role = s.molecule.role
         if s.kind == "scan":
-            n = s.plans and config.heldout[[h.name for h in config.heldout].index(s.molecule.name)].scan.points
+            n = scans[s.molecule.name].points
         else:
             seed = config.seed * 100_003 + s.molecule.index * 2 + (role == "heldout")
             n = len(conformers(s.molecule, config.conformers, seed)) * per_conformer
@@ -77,7 +79,7 @@ def main() -> int:
         cost = per.get(key, 0.0) * n if key[1] != "gfn2-xtb" else 0.0
         total += cost
         then = sum(st["planned"] for name, ds in manifest["datasets"].items() for lv, st in ds["levels"].items()
-                   if lv == key[1] and (name == "corpus") == (key[0] == "pretrain"))  # fmt: skip
+                   if lv == key[1] and (name == PRETRAIN_DATASET) == (key[0] == "pretrain"))  # fmt: skip
         total_then += per.get(key, 0.0) * then if key[1] != "gfn2-xtb" else 0.0
         rows.append(f"| {key[0]} | {key[1]} | {per.get(key, float('nan')):.3g} | {then} | {n} | {cost / 3600:.2f} |")
     print(f"measured run: {args.manifest} ({sampled_then} sampled structures); projected: {' + '.join(args.config)}")

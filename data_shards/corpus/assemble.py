@@ -24,6 +24,7 @@ from polyfid.data_shards.qm import LEVELS, software_versions
 
 NOT_COMPUTED = "not computed: its chunk is unfinished (rerun the same command to finish it)"
 MANIFEST_FORMAT = "polyfid-corpus/1"
+PRETRAIN_DATASET = "corpus"  # the pretraining molecules' dataset; every other one is a held-out target
 
 
 def _level_arrays(s: StructureSet) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, Any]]]:
@@ -75,7 +76,7 @@ def _group(s: StructureSet, levels: dict[str, dict[str, np.ndarray]]) -> dict[st
 
 def _dataset(s: StructureSet) -> str:
     if s.molecule.role == "pretrain":
-        return "corpus"
+        return PRETRAIN_DATASET
     return f"{'scan' if s.kind == 'scan' else 'heldout'}_{s.molecule.key[5:]}"
 
 
@@ -121,8 +122,8 @@ def assemble(run: CorpusRun, config: CorpusConfig) -> dict[str, Any]:
             st["wall_s"] = round(st["wall_s"], 1)
             st["reasons"] = dict(st["reasons"].most_common(8))
         ds["origin"] = dict(ds.get("origin", {}))
-    pretrain = {k: v for k, v in datasets.items() if k == "corpus"}
-    targets = {k: v for k, v in datasets.items() if k != "corpus"}
+    pretrain = {k: v for k, v in datasets.items() if k == PRETRAIN_DATASET}
+    targets = {k: v for k, v in datasets.items() if k != PRETRAIN_DATASET}
     atomic_write_bytes(out / "sources.yaml", sources_yaml(pretrain, "the pretraining molecules").encode())
     atomic_write_bytes(out / "targets.yaml", sources_yaml(targets, "the held-out targets").encode())
     manifest = {

@@ -78,8 +78,8 @@ def _sampled(m: Molecule, plans: tuple[LevelPlan, ...], key: str, out: Path) -> 
     return StructureSet(m, "sampled", plans, out / "chunks" / "sampled" / m.key / f"geometry-{key}.npz")
 
 
-def _label_path(s: StructureSet, chunk: LabelChunk) -> Path:
-    key = content_key(chunk_digest(s.geometry), chunk.level, chunk.forces, list(chunk.indices))
+def _label_path(s: StructureSet, chunk: LabelChunk, geometry_digest: str) -> Path:
+    key = content_key(geometry_digest, chunk.level, chunk.forces, list(chunk.indices))
     return s.geometry.parent / f"{LEVELS[chunk.level].key}-{chunk.block:04d}-{key}.npz"
 
 
@@ -103,8 +103,9 @@ def generate_corpus(config: CorpusConfig, out: Path, address: str | None = None,
 
         def submit_labels(s: StructureSet) -> None:
             n = len(s.arrays["positions"])
+            digest = chunk_digest(s.geometry)  # once per set: every label chunk's name depends on it
             for chunk in label_chunks(s.molecule, s.kind, n, s.plans, config.seed, config.chunk_size):
-                path = _label_path(s, chunk)
+                path = _label_path(s, chunk, digest)
                 s.labels.setdefault(chunk.level, []).append((chunk, path))
                 if load_chunk(path) is not None:
                     run.reused["labels"] += 1
