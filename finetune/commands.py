@@ -1,4 +1,5 @@
-"""`polyfid finetune CONFIG.yaml` and `polyfid evaluate --model M --data SHARDS --level L [...]`."""
+"""`polyfid finetune CONFIG.yaml`, `polyfid evaluate --model M --data SHARDS --level L [...]`, and the other
+commands that use or publish a model package (report, predict, export, register)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     x.add_argument("--level", required=True, type=normalize_level, help="the head exported")
     x.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="precision (default float64)")
     x.set_defaults(func=_export)
+    g = subparsers.add_parser("register", help="register a model package (e.g. the shipped foundation model) in MLflow")
+    g.add_argument("package", type=Path, help="model package (.pt)")
+    g.add_argument("--name", required=True, help="registered model name, e.g. polyfid-foundation")
+    g.add_argument("--mlflow-uri", required=True, help="MLflow store, e.g. sqlite:///runs/demo/mlflow.db")
+    g.add_argument("--experiment", default="polyfid-register", help="MLflow experiment of the registering run")
+    g.set_defaults(func=_register)
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -84,6 +91,17 @@ def _finetune(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
     print(f"  result: {Path(result['package']).parents[1] / 'result.json'}")
     report_registration(result)
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    from polyfid.finetune.publish import register_package
+
+    result = register_package(args.package, args.name, args.mlflow_uri, args.experiment)
+    if result["registration"] != "registered":
+        report_registration(result)
+        return 1
+    print(f"registered {args.package} as models:/{result['registered_model']}/{result['version']} in {args.mlflow_uri}")
     return 0
 
 

@@ -1,6 +1,11 @@
 """Corpus files from the finished chunks: corpus.h5 (pretraining molecules), heldout_<name>.h5 and
 scan_<name>.h5 (fine-tuning targets), sources.yaml for `polyfid shards build`, manifest.json (config, counts,
-failures, cost, checksums, software) and PROVENANCE.md. Missing labels are NaN with `<level>/ok` False."""
+failures, cost, checksums, software) and PROVENANCE.md. Missing labels are NaN with `<level>/ok` False.
+
+corpus.h5 holds each molecule's structures in tiers, `<tier>/<molecule>`: a structure's tier is the last level of
+the nested plans that labels it, so a tier is a dataset (`corpus_<tier>`) and pretraining samples the few
+high-level structures with explicit ratios (and a Reptile level task reads only datasets labelled at its level)
+instead of meeting one in fifty batches."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from polyfid.data_shards.qm import LEVELS, software_versions
 
 NOT_COMPUTED = "not computed: its chunk is unfinished (rerun the same command to finish it)"
 MANIFEST_FORMAT = "polyfid-corpus/1"
-PRETRAIN_DATASET = "corpus"  # the pretraining molecules' dataset; every other one is a held-out target
+PRETRAIN_DATASET = "corpus"  # the pretraining molecules (manifest counts); every other one is a held-out target
 
 
 def _level_arrays(s: StructureSet) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, Any]]]:
@@ -61,17 +66,32 @@ def _level_arrays(s: StructureSet) -> tuple[dict[str, dict[str, np.ndarray]], di
     return levels, stats
 
 
-def _group(s: StructureSet, levels: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+def _group(s: StructureSet, levels: dict[str, dict[str, np.ndarray]], rows: np.ndarray | None = None) -> dict[str, Any]:
+    """The h5 group of a structure set, or of its `rows` (per-structure arrays subset, per-molecule ones kept)."""
+    m = len(s.arrays["positions"])
+
+    def take(a: np.ndarray) -> np.ndarray:
+        return a[rows] if rows is not None and np.ndim(a) and len(a) == m else a
+
     extra: dict[str, Any] = {
         "charge": np.int64(s.molecule.charge),
         "multiplicity": np.int64(s.molecule.multiplicity),
     }
     for key in ("origin", "coordinate", "scan_atoms"):
         if key in s.arrays:
-            extra["scan_coordinate" if key == "coordinate" else key] = s.arrays[key]
-    group = h5_group(np.array(s.molecule.numbers), s.arrays["positions"], levels, extra)
+            extra["scan_coordinate" if key == "coordinate" else key] = take(s.arrays[key])
+    levels = {lv: {k: take(v) for k, v in arrays.items()} for lv, arrays in levels.items()}
+    group = h5_group(np.array(s.molecule.numbers), take(s.arrays["positions"]), levels, extra)
     group["@attrs"][""] = {"name": s.molecule.name, "smiles": s.molecule.smiles, "role": s.molecule.role}
     return group
+
+
+def tiers(s: StructureSet, levels: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """{tier: rows}: each structure under the key of the last plan level (nested order) that labels it."""
+    tier = np.full(len(s.arrays["positions"]), LEVELS[SAMPLED_LEVEL].key, dtype=object)
+    for plan in s.plans:
+        tier[levels[plan.level]["ok"]] = LEVELS[plan.level].key
+    return {t: np.flatnonzero(tier == t) for t in dict.fromkeys(tier)}
 
 
 def _dataset(s: StructureSet) -> str:
@@ -87,6 +107,7 @@ def assemble(run: CorpusRun, config: CorpusConfig) -> dict[str, Any]:
     datasets: dict[str, dict[str, Any]] = {}
     sampling_failures = []
     sampling_wall = 0.0
+    tier_counts: Counter[str] = Counter()
     for s in run.sets:
         if s.arrays is None:
             continue
@@ -94,7 +115,12 @@ def assemble(run: CorpusRun, config: CorpusConfig) -> dict[str, Any]:
         sampling_wall += float(s.arrays.get("wall_s", 0.0))
         levels, stats = _level_arrays(s)
         name = _dataset(s)
-        files.setdefault(f"{name}.h5", {})[s.molecule.key] = _group(s, levels)
+        if name == PRETRAIN_DATASET:
+            for tier, rows in tiers(s, levels).items():
+                files.setdefault(f"{name}.h5", {})[f"{tier}/{s.molecule.key}"] = _group(s, levels, rows)
+                tier_counts[tier] += len(rows)
+        else:
+            files.setdefault(f"{name}.h5", {})[s.molecule.key] = _group(s, levels)
         ds = datasets.setdefault(name, {"molecules": 0, "structures": 0, "atoms": 0, "levels": {}})
         ds["molecules"] += 1
         ds["structures"] += len(s.arrays["positions"])
@@ -122,9 +148,10 @@ def assemble(run: CorpusRun, config: CorpusConfig) -> dict[str, Any]:
             st["wall_s"] = round(st["wall_s"], 1)
             st["reasons"] = dict(st["reasons"].most_common(8))
         ds["origin"] = dict(ds.get("origin", {}))
-    pretrain = {k: v for k, v in datasets.items() if k == PRETRAIN_DATASET}
     targets = {k: v for k, v in datasets.items() if k != PRETRAIN_DATASET}
-    atomic_write_bytes(out / "sources.yaml", sources_yaml(pretrain, "the pretraining molecules").encode())
+    pretrain = {f"{PRETRAIN_DATASET}_{t}": datasets[PRETRAIN_DATASET] for t in tier_counts}
+    what = "the pretraining molecules, one dataset per tier (the last level labelling a structure)"
+    atomic_write_bytes(out / "sources.yaml", sources_yaml(pretrain, what).encode())
     atomic_write_bytes(out / "targets.yaml", sources_yaml(targets, "the held-out targets").encode())
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -132,6 +159,7 @@ def assemble(run: CorpusRun, config: CorpusConfig) -> dict[str, Any]:
         "config": config.model_dump(mode="json"),
         "molecules_sha256": sha256_file(config.molecules),
         "datasets": datasets,
+        "tiers": {f"{PRETRAIN_DATASET}_{t}": n for t, n in tier_counts.items()},
         "sampling": {"wall_s": round(sampling_wall, 1), "failures": sampling_failures},
         "this_run": {
             "seconds": round(run.seconds, 1),
@@ -174,7 +202,8 @@ def _git_commit() -> str:
 
 def sources_yaml(datasets: dict[str, dict[str, Any]], what: str) -> str:
     """A sources file (polyfid schema) of some corpus files; scans are kept whole, the rest split by MD blocks.
-    Pretraining and targets get separate files, so shards of one never fit E0 on the other's energies."""
+    Pretraining and targets get separate files, so shards of one never fit E0 on the other's energies. A
+    `corpus_<tier>` dataset reads the `<tier>/*` groups of corpus.h5."""
     lines = [
         f"# Foundation corpus (polyfid shards generate-corpus): {what}. Units: eV, eV/Angstrom, Angstrom.",
         "# Missing labels are NaN with the level's valid flag False; charge and multiplicity per molecule.",
@@ -182,9 +211,10 @@ def sources_yaml(datasets: dict[str, dict[str, Any]], what: str) -> str:
         "sources:",
     ]
     for name, ds in datasets.items():
+        tier = name.removeprefix(f"{PRETRAIN_DATASET}_") if name.startswith(f"{PRETRAIN_DATASET}_") else ""
         lines += [
             f"  - name: {name}",
-            f"    path: {name}.h5",
+            f"    path: {PRETRAIN_DATASET if tier else name}.h5",
             "    format: generic_h5",
             "    units: {energy: ev, length: angstrom}",
             "    levels:",
@@ -198,7 +228,7 @@ def sources_yaml(datasets: dict[str, dict[str, Any]], what: str) -> str:
             lines.append(f"        valid: {key}/ok")
         lines.append(
             "    options: {numbers: atomic_numbers, positions: positions, charge: charge, "
-            'multiplicity: multiplicity, groups: "*"}'
+            f'multiplicity: multiplicity, groups: "{tier + "/" if tier else ""}*"}}'
         )
         if name.startswith("scan_"):
             lines.append("    split: {val: 0.1, test: 0.15, by: group}")
@@ -243,6 +273,9 @@ def provenance_md(manifest: dict[str, Any]) -> str:
                 f"{', E+F' if p['forces'] else ', E'})"
                 for p in cfg["levels"]
             )
+            + ".",
+            "- Pretraining datasets, one per tier (the last level labelling a structure): "
+            + ", ".join(f"`{t}` {n}" for t, n in manifest.get("tiers", {}).items())
             + ".",
             *[f"- `{LEVELS[k].name}`: {LEVELS[k].description}" for k in LEVELS],
             f"- Software: {json.dumps(manifest['software'])}",

@@ -1,5 +1,5 @@
-"""A committable sample of a generated corpus: the best-labelled few structures of every pretraining molecule,
-the held-out files whole, the full run's manifest and provenance, and sources.yaml to build shards from it."""
+"""A committable sample of a generated corpus: the best-labelled few structures of every pretraining molecule per
+tier, the held-out files whole, the full run's manifest and provenance, and sources.yaml to build shards from it."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ def _copy_rows(src: Any, dst: Any, rows: np.ndarray, m: int) -> None:
         dst[key].attrs.update(dict(obj.attrs))
 
 
+def _structure_groups(group: Any, path: str = "") -> list[tuple[str, Any]]:
+    """(path, group) of every group holding structures (`positions`), at any depth (corpus.h5 nests tiers)."""
+    if "positions" in group:
+        return [(path, group)]
+    return [found for name, sub in group.items() if hasattr(sub, "keys")
+            for found in _structure_groups(sub, f"{path}/{name}" if path else name)]  # fmt: skip
+
+
 def write_sample(corpus: str | Path, out: str | Path, per_molecule: int = 2) -> None:
     """Write the sample of `corpus` into `out` (files replaced atomically; other files there are left alone)."""
     import h5py
@@ -48,14 +56,16 @@ def write_sample(corpus: str | Path, out: str | Path, per_molecule: int = 2) -> 
     out.mkdir(parents=True, exist_ok=True)
     with h5py.File(corpus / "corpus.h5") as src, atomic_path(out / "corpus.h5") as tmp, h5py.File(tmp, "w") as dst:
         dst.attrs.update(dict(src.attrs))
-        for name, group in src.items():
+        for name, group in _structure_groups(src):
             counts = _ok_counts(group)
             rows = np.sort(np.argsort(-counts, kind="stable")[:per_molecule])
             _copy_rows(group, dst.create_group(name), rows, group["positions"].shape[0])
     for path in sorted(corpus.glob("heldout_*.h5")) + sorted(corpus.glob("scan_*.h5")):
         with atomic_path(out / path.name) as tmp:
             shutil.copyfile(path, tmp)
-    note = f"# SAMPLE: {per_molecule} best-labelled structures per pretraining molecule; held-out files whole.\n"
+    note = (
+        f"# SAMPLE: {per_molecule} best-labelled structures per pretraining molecule and tier; held-out files whole\n"
+    )
     atomic_write_bytes(out / "sources.yaml", (note + (corpus / "sources.yaml").read_text()).encode())
     with atomic_path(out / "targets.yaml") as tmp:
         shutil.copyfile(corpus / "targets.yaml", tmp)

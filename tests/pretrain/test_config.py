@@ -64,9 +64,18 @@ def test_bad_override_syntax_and_unreadable_files(tmp_path):
 
 
 def test_shipped_configs_validate():
-    root = Path(__file__).resolve().parents[2]
-    cfg = load_config(root / "pretrain" / "configs" / "demo.yaml")
+    configs = Path(__file__).resolve().parents[2] / "pretrain" / "configs"
+    cfg = load_config(configs / "demo.yaml")
     assert cfg.strategy.kind == "multifidelity" and cfg.scaling.num_workers == 2
+    foundation = load_config(configs / "foundation.yaml")
+    assert set(foundation.data.ratios) == set(foundation.data.datasets)  # every corpus tier drawn explicitly
+    reptile = load_config([configs / "foundation.yaml", configs / "foundation_reptile.yaml"])
+    assert reptile.strategy.reptile.task_kind == "level" and set(reptile.strategy.reptile.task_ratios) == set(
+        reptile.data.levels
+    )
+    assert reptile.run_dir != foundation.run_dir and reptile.model == foundation.model
+    low = load_config([configs / "foundation.yaml", configs / "foundation_lowlevel.yaml"])
+    assert low.data.levels == ["gfn2-xtb"] and low.strategy.kind == "single" and low.model == foundation.model
 
 
 def test_cli_reports_a_bad_config_and_exits_2(base, capsys):

@@ -27,6 +27,9 @@ def test_the_sample_matches_its_checksums_and_the_full_run_was_complete() -> Non
 def test_the_sample_sources_read_and_keep_targets_apart() -> None:
     pretrain = load_build_config(SAMPLE / "sources.yaml")
     targets = load_build_config(SAMPLE / "targets.yaml")
-    assert [s.name for s in pretrain.sources] == ["corpus"]
+    assert sorted(s.name for s in pretrain.sources) == sorted(
+        json.loads((SAMPLE / "full_manifest.json").read_text())["tiers"]
+    )
+    assert all(s.name.startswith("corpus_") and s.options["groups"].endswith("/*") for s in pretrain.sources)
     assert {s.name.split("_", 1)[0] for s in targets.sources} == {"heldout", "scan"}
     assert all((SAMPLE / Path(s.path).name).is_file() for s in [*pretrain.sources, *targets.sources])

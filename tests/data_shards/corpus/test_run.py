@@ -33,11 +33,17 @@ def _label_sidecars(out: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in out.glob("chunks/*/*/*.sha256") if not p.name.startswith("geometry")}
 
 
+def _molecule_groups(f) -> dict[str, object]:
+    """corpus.h5's `<tier>/<molecule>` groups by path (a held-out file: its molecule groups)."""
+    return {f"{t}/{m}": f[t][m] for t in f for m in f[t]} if all("positions" not in f[t] for t in f) else dict(f)
+
+
 def _energies(path: Path) -> dict[str, np.ndarray]:
     import h5py
 
     with h5py.File(path) as f:
-        return {f"{g}/{k}": f[g][k]["energy"][()] for g in f for k in LEVEL_ORDER if k in f[g]}
+        groups = _molecule_groups(f)
+        return {f"{g}/{k}": groups[g][k]["energy"][()] for g in groups for k in LEVEL_ORDER if k in groups[g]}
 
 
 def _run(cmd: list[str]) -> dict:
@@ -85,20 +91,28 @@ def test_tiny_corpus_resumes_after_sigkill_and_builds_into_shards(tmp_path: Path
         np.testing.assert_allclose(recomputed[key], e, rtol=0, atol=1e-6, equal_nan=True)
 
     with h5py.File(out / "corpus.h5") as f:
-        assert len(f) == 2
-        for group in f.values():
-            ok = [group[k]["ok"][()] for k in LEVEL_ORDER if k in group]
+        groups = _molecule_groups(f)
+        assert len({path.split("/")[1] for path in groups}) == 2
+        plan_order = ["gfn1_xtb", "hf_def2svp", "b3lyp_def2svp", "mp2_ccpvdz", "ccsdt_ccpvdz"]  # tiny.yaml's
+        for path, group in groups.items():
+            ok = [group[k]["ok"][()] for k in plan_order]
             for low, high in itertools.pairwise(ok):  # every level labels a subset of the one before
                 assert not (high & ~low).any()
-        radical = f["p267_hydroperoxyl"]
-        assert radical["multiplicity"][()] == 2 and radical.attrs["smiles"] == "O[O]"
-        assert radical["hf_def2svp"]["ok"][()].sum() == 3
-        assert np.isfinite(radical["hf_def2svp"]["forces"][()][radical["hf_def2svp"]["ok"][()]]).all()
+            tier = plan_order.index(path.split("/")[0])  # a tier: the last level labelling its structures
+            assert ok[tier].all() and not any(o.any() for o in ok[tier + 1 :])
+        radical = {p: g for p, g in groups.items() if p.endswith("/p267_hydroperoxyl")}
+        assert all(g["multiplicity"][()] == 2 and g.attrs["smiles"] == "O[O]" for g in radical.values())
+        assert sum(int(g["hf_def2svp"]["ok"][()].sum()) for g in radical.values()) == 3
+        for g in radical.values():
+            assert np.isfinite(g["hf_def2svp"]["forces"][()][g["hf_def2svp"]["ok"][()]]).all()
+    assert sum(manifest["tiers"].values()) == 20 and "corpus_ccsdt_ccpvdz" in manifest["tiers"]
     with h5py.File(out / "scan_1-1-1-trifluoroethane.h5") as f:
         (group,) = f.values()
         assert group["scan_coordinate"].shape == (3,) and group["hf_def2svp"]["ok"][()].all()
 
-    summary = build_shards(load_build_config(out / "sources.yaml"), tmp_path / "shards", progress=False)
+    pretrain = load_build_config(out / "sources.yaml")
+    assert sorted(s.name for s in pretrain.sources) == sorted(manifest["tiers"])  # one dataset per tier
+    summary = build_shards(pretrain, tmp_path / "shards", progress=False)
     assert summary.n_written == 20 and summary.n_dropped == 0  # pretraining shards never see a target
     summary = build_shards(load_build_config(out / "targets.yaml"), tmp_path / "targets", progress=False)
     assert summary.n_written == 10 + 3 and summary.n_dropped == 0
@@ -107,4 +121,6 @@ def test_tiny_corpus_resumes_after_sigkill_and_builds_into_shards(tmp_path: Path
     for name, entry in sample["files"].items():
         assert sha256_file(tmp_path / "sample" / name) == entry["sha256"]
     with h5py.File(tmp_path / "sample" / "corpus.h5") as f:
-        assert all(g["positions"].shape[0] == 2 and g["ccsdt_ccpvdz"]["ok"][()].any() for g in f.values())
+        groups = _molecule_groups(f)
+        assert all(g["positions"].shape[0] <= 2 for g in groups.values())
+        assert {p.split("/")[0] for p in groups} == {t.removeprefix("corpus_") for t in manifest["tiers"]}
